@@ -1,0 +1,36 @@
+"""Model factory: ``build_model(name, num_classes, pretrained)``.
+
+One plain function per architecture; adding an encoder is one more entry in ``MODELS``.
+"""
+
+from typing import Callable, Dict
+
+from torch import nn
+
+from dense_ood_ros.models.decoders.swiftnet import SwiftNetDecoder
+from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite0, load_imagenet_weights
+from dense_ood_ros.models.segmenter import Segmenter
+
+
+def efficientnet_lite0_swiftnet(num_classes: int, pretrained: bool = True) -> Segmenter:
+    """EfficientNet-Lite0 (ImageNet weights when ``pretrained``) + SwiftNet ladder decoder with SPP."""
+    encoder = EfficientNetLite0()
+    if pretrained:
+        load_imagenet_weights(encoder)
+    # The ImageNet head is not part of the segmentation model.
+    del encoder._conv_head, encoder._bn1, encoder._fc
+    return Segmenter(encoder, SwiftNetDecoder(encoder.out_channels, num_classes))
+
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "efficientnet_lite0_swiftnet": efficientnet_lite0_swiftnet,
+}
+
+
+def build_model(name: str, num_classes: int, pretrained: bool = True) -> nn.Module:
+    """Build a segmentation model by name; a clear error lists the known names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    return MODELS[name](num_classes, pretrained=pretrained)

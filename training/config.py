@@ -1,0 +1,99 @@
+"""Training configuration: YAML -> dataclasses, validated at load with errors that name the key."""
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    root: str = "../shared/data/camvid"
+    crop_size: Tuple[int, int] = (288, 384)
+    scale_range: Tuple[float, float] = (0.75, 1.25)
+    batch_size: int = 8
+    num_workers: int = 0
+    limit_train: Optional[int] = None  # use only the first N training frames (smoke runs)
+    limit_eval: Optional[int] = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "efficientnet_lite0_swiftnet"
+    input_size: Tuple[int, int] = (360, 480)
+    pretrained: bool = True
+
+
+@dataclass
+class CEStageConfig:
+    """Cross-entropy pre-training of the segmentation model."""
+    epochs: int = 30
+    lr: float = 1e-3
+    encoder_lr_factor: float = 0.25
+    weight_decay: float = 1e-4
+    eval_every: int = 5
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/camvid"
+    seed: int = 0
+    threads: int = 2
+    stages: List[str] = field(default_factory=lambda: ["ce"])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ce: CEStageConfig = field(default_factory=CEStageConfig)
+
+
+KNOWN_STAGES = ("ce",)
+
+
+def _build(cls, values: Dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"config key '{where}' must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{where}.{name}".lstrip(".")
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, key)
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ValueError(f"config key '{key}' must be a list of {len(default)} numbers, got {value!r}")
+            kwargs[name] = tuple(type(d)(v) for d, v in zip(default, value))
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"config key '{key}' must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"config key '{key}' must be a number, got {value!r}")
+            kwargs[name] = type(default)(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Read a YAML training config; unknown keys and wrong types raise ValueError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config not found: {path}")
+    values = yaml.safe_load(path.read_text()) or {}
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    config = _build(TrainConfig, values, "")
+    bad = [s for s in config.stages if s not in KNOWN_STAGES]
+    if bad:
+        raise ValueError(f"config key 'stages' has unknown stage(s) {bad}; known: {list(KNOWN_STAGES)}")
+    return config
