@@ -1,0 +1,33 @@
+"""Reference backend: the checkpoint's model in PyTorch eager mode."""
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from dense_ood_ros.backends.base import Backend
+from dense_ood_ros.checkpoint import load_model
+from dense_ood_ros.graph import InferenceGraph
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_path: Union[str, Path], score_names: Sequence[str] = ("jsd",),
+                 input_size: Optional[Tuple[int, int]] = None, device: str = "cpu"):
+        segmenter, info = load_model(model_path)
+        self.device = torch.device(device)
+        self.graph = InferenceGraph(segmenter, score_names).to(self.device).eval()
+        self.class_names = tuple(info["class_names"])
+        self.score_names = self.graph.score_names
+        self.input_size = tuple(input_size or info["input_size"])
+        self.model_info = info
+
+    @torch.inference_mode()
+    def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        labels, scores = self.graph(torch.from_numpy(images).to(self.device))
+        return labels.cpu().numpy(), scores.cpu().numpy()
+
+    def describe(self) -> str:
+        return f"torch ({self.device}, {torch.get_num_threads()} threads)"

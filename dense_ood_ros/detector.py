@@ -1,0 +1,54 @@
+"""Detector = pre-processing -> backend -> post-processing, one frame at a time.
+
+Used alike by the ROS node, bag replay and the evaluator. Stages:
+encode (check + resize to the backend's input size) -> infer (backend) -> decode (back to
+the frame's size).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from dense_ood_ros.backends import Backend, make_backend
+from dense_ood_ros.preprocessing import check_rgb_frame, resize_frame, resize_outputs
+
+
+@dataclass
+class DetectorOutput:
+    """Per-pixel results at the input frame's resolution."""
+    labels: np.ndarray  # uint8 HxW class indices
+    scores: Dict[str, np.ndarray]  # score name -> float32 HxW, higher = more anomalous
+
+    @property
+    def score(self) -> np.ndarray:
+        """The first (primary) anomaly score."""
+        return next(iter(self.scores.values()))
+
+
+class Detector:
+    """Turns RGB uint8 HxWx3 frames into class labels and anomaly scores."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    @classmethod
+    def from_model(cls, model_path: Union[str, Path], backend: str = "torch",
+                   score_names: Sequence[str] = ("jsd",),
+                   input_size: Optional[Tuple[int, int]] = None) -> "Detector":
+        return cls(make_backend(backend, model_path, score_names, input_size))
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return self.backend.class_names
+
+    def __call__(self, frame: np.ndarray) -> DetectorOutput:
+        check_rgb_frame(frame)
+        batch = resize_frame(frame, self.backend.input_size)[None]
+        labels, scores = self.backend.infer(np.ascontiguousarray(batch))
+        out_scores = {}
+        out_labels = labels[0]
+        for name, score in zip(self.backend.score_names, scores[0]):
+            out_labels, out_scores[name] = resize_outputs(labels[0], score, frame.shape[:2])
+        return DetectorOutput(out_labels, out_scores)
