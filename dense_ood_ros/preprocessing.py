@@ -28,8 +28,11 @@ class Normalize(nn.Module):
         self.register_buffer("inv_std", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        x = images_nhwc.permute(0, 3, 1, 2).float()
-        return (x - self.mean) * self.inv_std
+        return self.normalize_nchw(images_nhwc.permute(0, 3, 1, 2).float())
+
+    def normalize_nchw(self, images: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) RGB on the 0..255 scale -> normalised (differentiable)."""
+        return (images - self.mean) * self.inv_std
 
 
 def check_rgb_frame(frame: np.ndarray) -> None:

@@ -49,12 +49,15 @@ class DistributedContext:
         if self.enabled:
             dist.barrier()
 
-    def mean(self, value: float) -> float:
+    def average_gradients(self, module: nn.Module) -> None:
+        """All-reduce-average the gradients of a module that DDP does not wrap (the flow is used
+        through ``sample``/``bits_per_dim``, not ``forward``, so DDP's hooks cannot cover it)."""
         if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return float(tensor.item() / self.world_size)
+            return
+        for param in module.parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world_size
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -37,6 +37,38 @@ class CEStageConfig:
 
 
 @dataclass
+class FlowConfig:
+    """The normalizing flow (architecture) and its maximum-likelihood pre-training on inlier patches."""
+    levels: int = 3
+    steps_per_level: int = 4
+    hidden: int = 64
+    pretrain_steps: int = 1500
+    patch_size: int = 32
+    batch_size: int = 32
+    lr: float = 1e-3
+    checkpoint_every: int = 100
+
+
+@dataclass
+class NFlowJSStageConfig:
+    """Joint fine-tuning: classifier (CE + lambda*JSD on pasted negatives) and flow (NLL + lambda*JSD)."""
+    init_model: str = ""  # CE checkpoint to start from; default <output_dir>/ce/model.pt
+    init_flow: str = ""  # pre-trained flow; default <output_dir>/flow/flow.pt
+    epochs: int = 8
+    lr: float = 2.5e-4
+    encoder_lr_factor: float = 0.25
+    weight_decay: float = 1e-4
+    flow_lr: float = 1e-4
+    jsd_weight: float = 0.03
+    flow_jsd_weight: float = 0.03
+    temperature: float = 1.0
+    side_range: Tuple[int, int] = (16, 216)
+    side_step: int = 8
+    reference_crop: int = 768
+    eval_every: int = 2
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/camvid"
     seed: int = 0
@@ -45,9 +77,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ce: CEStageConfig = field(default_factory=CEStageConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    nflowjs: NFlowJSStageConfig = field(default_factory=NFlowJSStageConfig)
 
 
-KNOWN_STAGES = ("ce",)
+KNOWN_STAGES = ("ce", "flow", "nflowjs")
 
 
 def _build(cls, values: Dict[str, Any], where: str):

@@ -35,3 +35,23 @@ def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
+
+
+def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
+                      patch_size=(64, 64), count: int = 16) -> None:
+    """A grid of flow samples at two temperatures (``temperature`` and 0.7 of it)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        rows = [flow.sample(count, *patch_size, temperature=t, generator=generator)
+                for t in (temperature, 0.7 * temperature)]
+    fig, axes = plt.subplots(2, count, figsize=(count * 0.9, 2.3))
+    for r, (samples, t) in enumerate(zip(rows, (temperature, 0.7 * temperature))):
+        for c in range(count):
+            axes[r, c].imshow(samples[c].permute(1, 2, 0).numpy())
+            axes[r, c].axis("off")
+        axes[r, 0].set_title(f"T={t:.2f}", fontsize=7, loc="left")
+    fig.suptitle("normalizing-flow samples (synthetic negatives)", fontsize=9)
+    fig.savefig(png_path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

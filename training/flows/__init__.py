@@ -1,0 +1,1 @@
+"""Normalizing flows used to generate synthetic negative patches (training only)."""

@@ -1,0 +1,298 @@
+"""The training stages: ``ce``, ``flow`` and ``nflowjs`` (see training/train.py)."""
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from dense_ood_ros.checkpoint import load_model, save_checkpoint
+from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
+from dense_ood_ros.models import build_model
+from dense_ood_ros.preprocessing import Normalize
+from training.common import (CsvLog, DistributedContext, Timer, evaluate_segmentation, load_state,
+                             save_state, seed_everything, unwrap)
+from training.config import TrainConfig
+from training.data.camvid import CamVid
+from training.flows.glow import Glow
+from training.losses import inlier_cross_entropy, negative_jsd_loss
+from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
+from training.plots import plot_flow_samples, plot_losses
+
+
+def _cosine(step: int, total: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _classifier_optimizer(model, lr: float, encoder_factor: float, weight_decay: float):
+    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    decoder = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return torch.optim.AdamW([{"params": encoder, "lr": lr * encoder_factor, "weight_decay": weight_decay},
+                              {"params": decoder, "lr": lr, "weight_decay": weight_decay}])
+
+
+def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int):
+    data = config.data
+    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=data.scale_range,
+                     limit=data.limit_train, seed=config.seed)
+    sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // ctx.world_size), shuffle=sampler is None,
+                        sampler=sampler, num_workers=data.num_workers, drop_last=True, generator=generator)
+    return dataset, sampler, generator, loader
+
+
+def _set_epoch(epoch: int, seed: int, dataset, sampler, generator) -> None:
+    dataset.set_epoch(epoch)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    generator.manual_seed(seed + epoch)
+
+
+def _flow_from(config: TrainConfig) -> Glow:
+    f = config.flow
+    return Glow(num_levels=f.levels, steps_per_level=f.steps_per_level, hidden=f.hidden, seed=config.seed)
+
+
+def _to_float_nchw(images_nhwc: torch.Tensor) -> torch.Tensor:
+    return images_nhwc.permute(0, 3, 1, 2).float()
+
+
+# --------------------------------------------------------------------------- segmentation stages
+
+def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str, model, epochs: int,
+                        optimizers: Dict[str, torch.optim.Optimizer], modules: Dict[str, torch.nn.Module],
+                        step_fn: Callable, columns, eval_every: int, extra_meta: Dict) -> Path:
+    """Epoch loop shared by ``ce`` and ``nflowjs``: cosine LR, CSV log, val mIoU, resume, final export."""
+    stage_dir = Path(config.output_dir) / stage
+    model_path = stage_dir / "model.pt"
+    state_path = stage_dir / "last.pt"
+    dataset, sampler, generator, loader = _train_loader(config, ctx, config.data.crop_size, config.data.batch_size)
+    base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+    total_steps = epochs * len(loader)
+    state = load_state(state_path)
+    start_epoch, elapsed = 0, 0.0
+    if state is not None:
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        start_epoch, elapsed = state["epoch"], state["elapsed_s"]
+        if ctx.is_main:
+            print(f"[{stage}] resuming after epoch {start_epoch}/{epochs} from {state_path}")
+    timer = Timer(elapsed)
+    ddp_model = ctx.wrap(model)
+    val_set = CamVid(config.data.root, "val", limit=config.data.limit_eval)
+    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", *columns, "lr", "val_miou", "elapsed_s"]) \
+        if ctx.is_main else None
+
+    for epoch in range(start_epoch, epochs):
+        _set_epoch(epoch, config.seed, dataset, sampler, generator)
+        rng = np.random.default_rng((config.seed, epoch, ctx.rank, 7))
+        ddp_model.train()
+        bar = tqdm(loader, desc=f"[{stage}] epoch {epoch + 1}/{epochs}", disable=not ctx.is_main)
+        for i, (images, labels) in enumerate(bar):
+            step = epoch * len(loader) + i
+            for name, opt in optimizers.items():
+                for group, base in zip(opt.param_groups, base_lrs[name]):
+                    group["lr"] = base * _cosine(step, total_steps)
+            values = step_fn(ddp_model, images, labels, rng)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+            if log is not None:
+                log.write(epoch=epoch + 1, step=step + 1, **{k: f"{v:.5f}" for k, v in values.items()},
+                          lr=f"{optimizers['model'].param_groups[-1]['lr']:.3e}", elapsed_s=f"{timer.elapsed:.1f}")
+        if ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+            val_miou = evaluate_segmentation(model, val_set, f"[{stage}] val")["miou"]
+            print(f"[{stage}] epoch {epoch + 1}: val mIoU {val_miou:.2f}")
+            log.write(epoch=epoch + 1, val_miou=f"{val_miou:.2f}", elapsed_s=f"{timer.elapsed:.1f}")
+        if ctx.is_main:
+            save_state(state_path, {"modules": {n: m.state_dict() for n, m in modules.items()},
+                                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                                    "epoch": epoch + 1, "elapsed_s": timer.elapsed})
+        ctx.barrier()
+
+    if ctx.is_main:
+        _finish_segmentation_stage(config, unwrap(ddp_model), stage_dir, stage, timer.elapsed, extra_meta)
+    ctx.barrier()
+    return model_path
+
+
+def _finish_segmentation_stage(config: TrainConfig, model, stage_dir: Path, stage: str, elapsed_s: float,
+                               extra_meta: Dict) -> None:
+    """Evaluate on val and test, write metrics, the loss plot and the model checkpoint."""
+    data = config.data
+    results = {split: evaluate_segmentation(model, CamVid(data.root, split, limit=data.limit_eval),
+                                            f"[{stage}] {split}")
+               for split in ("val", "test")}
+    (stage_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    plot_losses(stage_dir / "log.csv", stage_dir / "losses.png", title=f"{stage} training")
+    meta = {"stage": stage, "train_seconds": round(elapsed_s, 1),
+            "config": json.loads(json.dumps(config, default=lambda o: o.__dict__)),
+            "val_miou": results["val"]["miou"], "test_miou": results["test"]["miou"], **extra_meta}
+    save_checkpoint(stage_dir / "model.pt", model, config.model.name, CAMVID_CLASSES, config.model.input_size, meta)
+    print(f"[{stage}] done in {elapsed_s / 60:.1f} min: val mIoU {results['val']['miou']:.2f}, "
+          f"test mIoU {results['test']['miou']:.2f} -> {stage_dir / 'model.pt'}")
+
+
+def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
+    """Cross-entropy pre-training of the segmentation model."""
+    stage_dir = Path(config.output_dir) / "ce"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if (stage_dir / "model.pt").is_file():
+        if ctx.is_main:
+            print(f"[ce] finished already: {stage_dir / 'model.pt'}")
+        return stage_dir / "model.pt"
+    seed_everything(config.seed)
+    cfg = config.ce
+    model = build_model(config.model.name, len(CAMVID_CLASSES), pretrained=config.model.pretrained)
+    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
+    normalize = Normalize()
+
+    def step(ddp_model, images, labels, rng):
+        loss = F.cross_entropy(ddp_model(normalize(images)), labels, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    return _segmentation_stage(config, ctx, "ce", model, cfg.epochs, {"model": optimizer}, {"model": model},
+                               step, ["loss"], cfg.eval_every, {})
+
+
+# --------------------------------------------------------------------------- flow pre-training
+
+def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
+    """Maximum-likelihood (bits/dim) pre-training of the flow on random inlier patches."""
+    stage_dir = Path(config.output_dir) / "flow"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    flow_path = stage_dir / "flow.pt"
+    if flow_path.is_file():
+        if ctx.is_main:
+            print(f"[flow] finished already: {flow_path}")
+        return flow_path
+    seed_everything(config.seed)
+    cfg = config.flow
+    flow = _flow_from(config)
+    patch = (cfg.patch_size, cfg.patch_size)
+    dataset, sampler, generator, loader = _train_loader(config, ctx, patch, cfg.batch_size)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
+    state_path = stage_dir / "last.pt"
+    state = load_state(state_path)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        flow.load_state_dict(state["flow"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        if ctx.is_main:
+            print(f"[flow] resuming after step {step}/{cfg.pretrain_steps} from {state_path}")
+    timer = Timer(elapsed)
+    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", "bpd", "lr", "elapsed_s"]) if ctx.is_main else None
+    bar = tqdm(total=cfg.pretrain_steps, initial=step, desc="[flow] pre-training", disable=not ctx.is_main)
+    while step < cfg.pretrain_steps:
+        epoch = step // len(loader)
+        _set_epoch(epoch, config.seed, dataset, sampler, generator)
+        for images, _ in loader:
+            if step >= cfg.pretrain_steps:
+                break
+            warmup = min(1.0, (step + 1) / 100)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * warmup * _cosine(step, cfg.pretrain_steps)
+            bpd = flow.bits_per_dim(_to_float_nchw(images))
+            optimizer.zero_grad(set_to_none=True)
+            bpd.backward()
+            ctx.average_gradients(flow)
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(bpd=f"{bpd.item():.3f}")
+            if log is not None:
+                log.write(epoch=epoch + 1, step=step, bpd=f"{bpd.item():.5f}",
+                          lr=f"{optimizer.param_groups[0]['lr']:.3e}", elapsed_s=f"{timer.elapsed:.1f}")
+            if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.pretrain_steps):
+                save_state(state_path, {"flow": flow.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "step": step, "elapsed_s": timer.elapsed})
+    bar.close()
+    if ctx.is_main:
+        save_state(flow_path, {"flow": flow.state_dict(), "train_seconds": timer.elapsed})
+        plot_losses(stage_dir / "log.csv", stage_dir / "losses.png", title="flow pre-training")
+        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed)
+        print(f"[flow] done in {timer.elapsed / 60:.1f} min -> {flow_path}")
+    ctx.barrier()
+    return flow_path
+
+
+# --------------------------------------------------------------------------- joint NFlowJS fine-tuning
+
+def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
+    """Joint fine-tuning of classifier and flow with synthetic negatives pasted into inlier crops.
+
+    Per step: one patch size (h, w) for the batch (drawn as in the paper, scaled to the crop),
+    one uniform location per image. The classifier minimises CE on inlier pixels + lambda *
+    JSD(P || U) on pasted pixels; the flow minimises bits/dim of the inlier patches the
+    negatives replaced + lambda_flow * the same JSD term, whose gradient reaches the flow
+    through the (differentiable) sampling path. Each network gets only its own objective's
+    gradient (the flow never sees the classifier's cross-entropy).
+    """
+    stage_dir = Path(config.output_dir) / "nflowjs"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if (stage_dir / "model.pt").is_file():
+        if ctx.is_main:
+            print(f"[nflowjs] finished already: {stage_dir / 'model.pt'}")
+        return stage_dir / "model.pt"
+    seed_everything(config.seed)
+    cfg = config.nflowjs
+    init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
+    init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
+    model, _ = load_model(init_model)
+    flow = _flow_from(config)
+    flow_state = load_state(init_flow)
+    if flow_state is None:
+        raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} not found")
+    flow.load_state_dict(flow_state["flow"])
+    model.train()
+    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
+    flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
+    normalize = Normalize()
+    crop_size = config.data.crop_size
+
+    def step(ddp_model, images, labels, rng):
+        images = _to_float_nchw(images)
+        patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step, cfg.reference_crop,
+                                       flow.size_multiple)
+        locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
+        samples = flow.sample(images.shape[0], *patch_size, temperature=cfg.temperature)
+        samples_leaf = samples.detach().requires_grad_(True)
+        pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations, IGNORE_INDEX)
+        logits = ddp_model(normalize.normalize_nchw(pasted))
+        ce = inlier_cross_entropy(logits, labels, IGNORE_INDEX)
+        jsd = negative_jsd_loss(logits, negative)
+        # Flow's share of the JSD term: gradient w.r.t. its samples only.
+        (grad_samples,) = torch.autograd.grad(cfg.flow_jsd_weight * jsd, samples_leaf, retain_graph=True)
+        optimizer.zero_grad(set_to_none=True)
+        (ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
+        optimizer.step()
+        bpd = flow.bits_per_dim(crop_patches(images, locations, patch_size))
+        flow_optimizer.zero_grad(set_to_none=True)
+        ((samples * grad_samples).sum() + bpd).backward()
+        ctx.average_gradients(flow)
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
+        flow_optimizer.step()
+        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item()}
+
+    path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs,
+                               {"model": optimizer, "flow": flow_optimizer}, {"model": model, "flow": flow},
+                               step, ["ce_loss", "jsd_loss", "bpd"], cfg.eval_every,
+                               {"init_model": str(init_model), "init_flow": str(init_flow)})
+    if ctx.is_main:
+        save_state(stage_dir / "flow.pt", {"flow": flow.state_dict()})
+        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed, temperature=cfg.temperature)
+    return path
+
+
+STAGES = {"ce": train_ce, "flow": train_flow, "nflowjs": train_nflowjs}
