@@ -1,0 +1,79 @@
+"""Model factory tests; ``ModelContract`` is the shared test class reused per model."""
+
+import numpy as np
+import pytest
+import torch
+
+from dense_ood_ros.models import MODELS, build_model
+from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite0, load_imagenet_weights
+from dense_ood_ros.preprocessing import Normalize
+
+
+class ModelContract:
+    """What every entry of ``MODELS`` must do; subclass and set ``name``."""
+
+    name: str
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls):
+        torch.manual_seed(0)
+        return build_model(cls.name, num_classes=11, pretrained=False).eval()
+
+    @pytest.mark.parametrize("size", [(64, 96), (90, 120), (360, 480)])
+    def test_logits_at_input_resolution(self, model, size):
+        with torch.no_grad():
+            logits = model(torch.randn(2, 3, *size))
+        assert logits.shape == (2, 11, *size)
+        assert torch.isfinite(logits).all()
+
+    def test_trains(self, model):
+        model = build_model(self.name, num_classes=5, pretrained=False).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+        losses = []
+        for _ in range(5):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0]
+
+
+class TestEfficientNetLite0SwiftNet(ModelContract):
+    name = "efficientnet_lite0_swiftnet"
+
+
+def test_every_model_has_a_contract_test():
+    tested = {cls.name for cls in ModelContract.__subclasses__()}
+    assert tested == set(MODELS)
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="'resnet1000'"):
+        build_model("resnet1000", 11)
+
+
+def test_imagenet_weights_classify_a_real_cat():
+    """The shipped ImageNet weights really load: chelsea (scikit-image) lands in an ImageNet cat class."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import cv2
+
+    encoder = EfficientNetLite0()
+    load_imagenet_weights(encoder)
+    encoder.eval()
+    image = cv2.resize(skimage_data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)
+    with torch.no_grad():
+        probs = encoder.classify(Normalize()(torch.from_numpy(image[None]))).softmax(1)[0]
+    cat_classes = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert int(probs.argmax()) in cat_classes
+    assert float(probs[list(cat_classes)].sum()) > 0.5
+
+
+def test_pretrained_model_differs_from_random_init():
+    torch.manual_seed(0)
+    random_init = build_model("efficientnet_lite0_swiftnet", 11, pretrained=False)
+    pretrained = build_model("efficientnet_lite0_swiftnet", 11, pretrained=True)
+    key = "encoder._conv_stem.weight"
+    assert not np.allclose(random_init.state_dict()[key], pretrained.state_dict()[key])

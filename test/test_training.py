@@ -1,0 +1,161 @@
+"""NFlowJS training pieces and tiny end-to-end runs on real CamVid frames."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dense_ood_ros.checkpoint import load_model
+from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
+from training.config import load_config
+from training.losses import inlier_cross_entropy, negative_jsd_loss
+from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
+
+REPO = Path(__file__).resolve().parents[1]
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
+CONFIG = REPO / "training" / "configs" / "camvid_nflowjs.yaml"
+needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
+
+TINY = ["threads=1", f"data.root={CAMVID}", "data.limit_train=4", "data.limit_eval=2", "data.batch_size=2",
+        "data.crop_size=[64,96]", "ce.epochs=1", "ce.eval_every=1", "flow.pretrain_steps=3",
+        "flow.batch_size=4", "flow.patch_size=16", "nflowjs.epochs=1", "model.pretrained=false"]
+
+
+def test_negative_jsd_loss_properties():
+    uniform = torch.zeros(1, 11, 4, 4, requires_grad=True)
+    confident = torch.full((1, 11, 4, 4), -20.0)
+    confident[:, 2] = 20.0
+    negative = torch.zeros(1, 4, 4, dtype=torch.bool)
+    negative[:, 1:3, 1:3] = True
+    assert negative_jsd_loss(uniform, negative).item() == pytest.approx(0.0, abs=1e-7)
+    assert negative_jsd_loss(confident, negative).item() == pytest.approx(max_jsd_to_uniform(11), rel=1e-5)
+    logits = torch.randn(2, 11, 4, 4, requires_grad=True)
+    negative_jsd_loss(logits, negative.expand(2, 4, 4)).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad[:, :, 0, 0].abs().max() == 0  # no gradient outside the negatives
+    assert negative_jsd_loss(logits, torch.zeros(2, 4, 4, dtype=torch.bool)).item() == 0.0
+
+
+def test_jsd_loss_descent_moves_prediction_to_uniform():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 11, 1, 1).mul(2).requires_grad_(True)
+    start = jsd_to_uniform(logits).item()
+    optimizer = torch.optim.SGD([logits], lr=5.0)
+    for _ in range(300):
+        optimizer.zero_grad()
+        jsd_to_uniform(logits).sum().backward()
+        optimizer.step()
+    assert jsd_to_uniform(logits).item() < 0.01 * start
+    assert logits.softmax(1).max().item() < 1.0 / 11 + 0.01
+
+
+def test_patch_sizes_follow_the_paper_scaled_to_the_crop():
+    rng = np.random.default_rng(0)
+    sizes = [sample_patch_size(rng, (288, 384), (16, 216), 8, 768, 8) for _ in range(500)]
+    heights, widths = zip(*sizes)
+    assert all(h % 8 == 0 and w % 8 == 0 for h, w in sizes)
+    assert min(heights) == 8 and max(heights) == 80  # 16..216 px * 288/768, rounded to 8
+    assert len(set(sizes)) > 30 and any(h != w for h, w in sizes)  # rectangles too
+
+
+def test_pasting_keeps_labels_consistent():
+    rng = np.random.default_rng(1)
+    images = torch.rand(3, 3, 32, 48) * 255
+    labels = torch.randint(0, 11, (3, 32, 48))
+    patches = torch.rand(3, 3, 8, 16, requires_grad=True)
+    locations = sample_locations(rng, 3, (32, 48), (8, 16))
+    replaced = crop_patches(images, locations, (8, 16))
+    pasted, new_labels, negative = paste_patches(images, labels, patches * 255, locations, ignore_index=11)
+    assert int(negative.sum()) == 3 * 8 * 16
+    assert (new_labels[negative] == 11).all()
+    assert torch.equal(new_labels[~negative], labels[~negative])
+    assert torch.equal(pasted.detach()[~negative.unsqueeze(1).expand_as(pasted)],
+                       images[~negative.unsqueeze(1).expand_as(images)])
+    assert torch.allclose(crop_patches(pasted, locations, (8, 16)), patches * 255)
+    assert torch.equal(replaced, crop_patches(images, locations, (8, 16)))
+    pasted.sum().backward()
+    assert torch.allclose(patches.grad, torch.full_like(patches, 255.0))
+    ce = inlier_cross_entropy(torch.randn(3, 11, 32, 48), new_labels, 11)
+    assert torch.isfinite(ce)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="nflowjs.jsd_wieght"):
+        load_config(CONFIG, {"nflowjs.jsd_wieght": 0.1})
+    with pytest.raises(ValueError, match="ce.epochs"):
+        load_config(CONFIG, {"ce.epochs": "many"})
+    with pytest.raises(ValueError, match="stages"):
+        load_config(CONFIG, {"stages": ["ce", "gan"]})
+
+
+def _train(tmp_path, *overrides, torchrun=False, **popen):
+    module = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(29500 + os.getpid() % 1000), "-m", "training.train"] if torchrun else ["-m", "training.train"]
+    cmd = [sys.executable, *module, "--config", str(CONFIG), "--set", f"output_dir={tmp_path}", *TINY, *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
+
+
+@needs_camvid
+@pytest.mark.slow
+def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
+    proc = _train(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    for stage in ("ce", "nflowjs"):
+        model, info = load_model(tmp_path / stage / "model.pt")
+        assert info["meta"]["stage"] == stage and 0 <= info["meta"]["test_miou"] <= 100
+        assert (tmp_path / stage / "losses.png").is_file()
+    assert (tmp_path / "flow" / "samples.png").is_file()
+    header = (tmp_path / "nflowjs" / "log.csv").read_text().splitlines()[0]
+    assert header.split(",")[2:5] == ["ce_loss", "jsd_loss", "bpd"]
+    # a second run finds every stage finished and trains nothing
+    proc = _train(tmp_path)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.count("finished already") == 3, out
+
+
+@needs_camvid
+def test_flow_pretraining_is_deterministic(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        proc = _train(tmp_path / name, "stages=[flow]")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        runs.append(torch.load(tmp_path / name / "flow" / "flow.pt", weights_only=True)["flow"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@needs_camvid
+@pytest.mark.slow
+def test_interrupted_stage_resumes(tmp_path):
+    proc = _train(tmp_path, "stages=[ce]", "ce.epochs=4", "ce.eval_every=10")
+    state = tmp_path / "ce" / "last.pt"
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate()
+    assert state.exists() and not (tmp_path / "ce" / "model.pt").exists()
+    proc = _train(tmp_path, "stages=[ce]", "ce.epochs=4", "ce.eval_every=10")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "[ce] resuming after epoch" in out
+    assert (tmp_path / "ce" / "model.pt").is_file()
+
+
+@needs_camvid
+@pytest.mark.slow
+def test_two_process_distributed_training_with_gloo(tmp_path):
+    """torchrun, 2 CPU processes, gloo: every stage runs under DistributedDataParallel."""
+    proc = _train(tmp_path, "data.batch_size=4", torchrun=True)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    assert (tmp_path / "nflowjs" / "model.pt").is_file()
+    load_model(tmp_path / "nflowjs" / "model.pt")
