@@ -47,8 +47,5 @@ class Detector:
         check_rgb_frame(frame)
         batch = resize_frame(frame, self.backend.input_size)[None]
         labels, scores = self.backend.infer(np.ascontiguousarray(batch))
-        out_scores = {}
-        out_labels = labels[0]
-        for name, score in zip(self.backend.score_names, scores[0]):
-            out_labels, out_scores[name] = resize_outputs(labels[0], score, frame.shape[:2])
-        return DetectorOutput(out_labels, out_scores)
+        out_labels, out_scores = resize_outputs(labels[0], scores[0], frame.shape[:2])
+        return DetectorOutput(out_labels, dict(zip(self.backend.score_names, out_scores)))

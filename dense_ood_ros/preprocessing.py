@@ -55,11 +55,11 @@ def resize_frame(frame: np.ndarray, input_size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def resize_outputs(labels: np.ndarray, score: np.ndarray, frame_size: Tuple[int, int]):
-    """Map labels (uint8 hxw) and score (float32 hxw) back to ``frame_size = (height, width)``."""
+def resize_outputs(labels: np.ndarray, scores: np.ndarray, frame_size: Tuple[int, int]):
+    """Map labels (uint8 hxw) and scores (float32 Sxhxw) back to ``frame_size = (height, width)``."""
     height, width = frame_size
     if labels.shape == (height, width):
-        return labels, score
+        return labels, scores
     labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    score = cv2.resize(score, (width, height), interpolation=cv2.INTER_LINEAR)
-    return labels, score
+    scores = np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR) for s in scores])
+    return labels, scores

@@ -1,0 +1,182 @@
+"""``dense-ood-demo``: the detector node end to end over DDS on a few shipped CamVid frames.
+
+Starts the ``detector`` node as its own process, publishes each demo frame on its camera
+topic, collects the three outputs, and saves per frame a side-by-side PNG
+(input | semantic segmentation | anomaly-score heat map) into the output folder. Prints the
+end-to-end latency per frame and the throughput, then stops the node.
+"""
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from dense_ood_ros.classes import CAMVID_CLASSES, CAMVID_PALETTE
+from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb, write_rgb
+from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
+from dense_ood_ros.ros.client import DetectorClient, init_client_context, start_detector, stop_detector
+from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_image
+
+CAMERA_TOPIC = "image"
+OUTPUT_NAMESPACE = "dense_ood"
+FRAME_ID = "camera"
+
+TITLE_HEIGHT = 30
+FOOTER_HEIGHT = 84
+GAP = 8
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+WHITE, GREY, DARK = (255, 255, 255), (200, 200, 200), (30, 30, 30)
+SEGMENTATION_OPACITY = 0.6
+
+
+def _text(canvas: np.ndarray, text: str, origin: Tuple[int, int], scale: float = 0.45,
+          color: Tuple[int, int, int] = GREY, thickness: int = 1) -> None:
+    cv2.putText(canvas, text, origin, FONT, scale, color, thickness, cv2.LINE_AA)
+
+
+def score_range(score: np.ndarray) -> Tuple[float, float]:
+    """Colour-map range: [0, 1] for bounded scores (jsd, msp), else the frame's min..max."""
+    low, high = float(score.min()), float(score.max())
+    if low >= 0.0 and high <= 1.0:
+        return 0.0, 1.0
+    return low, max(high, low + 1e-6)
+
+
+def heat_map(score: np.ndarray, value_range: Tuple[float, float]) -> np.ndarray:
+    """Score HxW -> RGB heat map (inferno: dark = confident, yellow = anomalous)."""
+    low, high = value_range
+    scaled = np.clip((score - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def _class_legend(footer: np.ndarray, left: int, width: int) -> None:
+    columns = 4
+    cell = width // columns
+    for index, name in enumerate(CAMVID_CLASSES):
+        x = left + (index % columns) * cell
+        y = 10 + (index // columns) * 22
+        cv2.rectangle(footer, (x, y), (x + 14, y + 14), tuple(int(c) for c in CAMVID_PALETTE[index]), -1)
+        cv2.rectangle(footer, (x, y), (x + 14, y + 14), GREY, 1)
+        _text(footer, name, (x + 20, y + 12), 0.42)
+
+
+def _color_bar(footer: np.ndarray, left: int, width: int, value_range: Tuple[float, float]) -> None:
+    bar_left, bar_right, top, bottom = left + 10, left + width - 10, 14, 34
+    ramp = np.linspace(value_range[0], value_range[1], bar_right - bar_left, dtype=np.float32)
+    footer[top:bottom, bar_left:bar_right] = heat_map(ramp[None], value_range)
+    cv2.rectangle(footer, (bar_left, top), (bar_right - 1, bottom), GREY, 1)
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = bar_left + int(fraction * (bar_right - bar_left - 1))
+        cv2.line(footer, (x, bottom), (x, bottom + 4), GREY, 1)
+        label = f"{value_range[0] + fraction * (value_range[1] - value_range[0]):.2f}"
+        _text(footer, label, (min(max(x - 14, left), left + width - 36), bottom + 18), 0.4)
+    _text(footer, "confident (in-distribution)", (bar_left, bottom + 40), 0.42)
+    _text(footer, "anomalous", (bar_right - 80, bottom + 40), 0.42, WHITE)
+
+
+def render_result(rgb: np.ndarray, color: np.ndarray, score: np.ndarray, score_name: str,
+                  caption: str) -> np.ndarray:
+    """One RGB picture: input | segmentation overlay + class legend | heat map + colour bar."""
+    height, width = rgb.shape[:2]
+    value_range = score_range(score)
+    overlay = cv2.addWeighted(rgb, 1.0 - SEGMENTATION_OPACITY, color, SEGMENTATION_OPACITY, 0.0)
+    panels = [(rgb, "input"), (overlay, "semantic segmentation"), (heat_map(score, value_range),
+                                                                   f"anomaly score ({score_name})")]
+    canvas = np.full((TITLE_HEIGHT + height + FOOTER_HEIGHT, 3 * width + 2 * GAP, 3), DARK, np.uint8)
+    footer = canvas[TITLE_HEIGHT + height:]
+    for index, (panel, title) in enumerate(panels):
+        left = index * (width + GAP)
+        canvas[TITLE_HEIGHT:TITLE_HEIGHT + height, left:left + width] = panel
+        _text(canvas, title, (left + 8, 21), 0.6, WHITE)
+    _text(footer, caption, (8, 22), 0.45)
+    _class_legend(footer, width + GAP, width)
+    _color_bar(footer, 2 * (width + GAP), width, value_range)
+    return canvas
+
+
+def demo_frames(folder: Path) -> List[Path]:
+    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not frames:
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return frames
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dense-ood-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=Path, default=package_path("demo"),
+                        help="folder of input images (default: the shipped CamVid demo frames)")
+    parser.add_argument("--output", type=Path, default=Path("demo_output"),
+                        help="folder for the result PNGs (default: demo_output)")
+    parser.add_argument("--model-path", help="model checkpoint (default: the node's, models/default.pt)")
+    parser.add_argument("--backend", default="torch", help="inference backend (default: torch)")
+    parser.add_argument("--score", default="jsd", help="anomaly score (default: jsd)")
+    parser.add_argument("--startup-timeout", type=float, default=90.0,
+                        help="seconds to wait for the node to start and answer the first frame")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each frame's outputs")
+    return parser.parse_args(argv)
+
+
+def _stamped_image(client: DetectorClient, rgb: np.ndarray):
+    msg = numpy_to_image(rgb, "rgb8")
+    msg.header.stamp = client.node.get_clock().now().to_msg()
+    msg.header.frame_id = FRAME_ID
+    return msg
+
+
+def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namespace) -> None:
+    """Warm the node up, then send the frames one at a time, saving and reporting each result."""
+    client.wait_until_connected(args.startup_timeout)
+    warm_up = client.request(_stamped_image(client, read_rgb(frames[0])), args.startup_timeout)
+    print(f"node ready; first answer (warm-up) after {warm_up.latency_s:.2f} s")
+    latencies = []
+    for path in frames:
+        rgb = read_rgb(path)
+        reply = client.request(_stamped_image(client, rgb), args.timeout)
+        latencies.append(reply.latency_s)
+        labels = image_to_numpy(reply.outputs[LABELS_TOPIC])
+        score = image_to_numpy(reply.outputs[SCORE_TOPIC])
+        color = image_to_numpy(reply.outputs[COLOR_TOPIC])
+        caption = f"{path.name}: {1000 * reply.latency_s:.0f} ms end to end"
+        output_path = args.output / f"{path.stem}_dense_ood.png"
+        write_rgb(output_path, render_result(rgb, color, score, args.score, caption))
+        resent = f", sent {reply.sends}x" if reply.sends > 1 else ""
+        print(f"{path.name}: {1000 * reply.latency_s:6.0f} ms{resent}  classes {len(np.unique(labels)):2d}  "
+              f"score mean {score.mean():.3f} max {score.max():.3f}  -> {output_path}")
+    mean_latency = sum(latencies) / len(latencies)
+    print(f"{len(latencies)} frames: mean end-to-end latency {1000 * mean_latency:.0f} ms, "
+          f"{1.0 / mean_latency:.2f} FPS (one frame in flight; PNG writing excluded)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    frames = demo_frames(args.frames)
+    args.output.mkdir(parents=True, exist_ok=True)
+    # A private DDS domain unless the caller chose one, so the demo never talks to other ROS systems.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    parameters = {"camera_topic": CAMERA_TOPIC, "output_namespace": OUTPUT_NAMESPACE,
+                  "backend": args.backend, "score": args.score, "publish_color": True}
+    if args.model_path:
+        parameters["model_path"] = str(Path(args.model_path).resolve())
+    print(f"starting the detector node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}) ...", flush=True)
+    process = start_detector(parameters)
+    context = init_client_context()
+    try:
+        with DetectorClient(CAMERA_TOPIC, OUTPUT_NAMESPACE, detector_process=process, context=context,
+                            node_name="dense_ood_demo") as client:
+            run_frames(client, frames, args)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        context.try_shutdown()
+        exit_code = stop_detector(process)
+        print(f"detector node stopped (exit code {exit_code})")
+    return 0

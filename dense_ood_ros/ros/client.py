@@ -1,0 +1,158 @@
+"""Client side of the detector node over DDS: start the node as a process, send camera
+frames, collect its outputs matched by header stamp. Used by the demo and the DDS tests."""
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Dict, List, Mapping, Optional, Tuple
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC
+
+SPIN_PERIOD_S = 0.02
+
+
+def _parameter_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_parameter_text(v) for v in value) + "]"
+    return str(value)
+
+
+def detector_command(parameters: Mapping[str, Any], params_file: Optional[Path] = None) -> List[str]:
+    """Command line running the detector node: ``params_file`` first, then ``-p name:=value`` overrides."""
+    command = [sys.executable, "-m", "dense_ood_ros.ros.node", "--ros-args"]
+    if params_file is not None:
+        command += ["--params-file", str(params_file)]
+    for name, value in parameters.items():
+        command += ["-p", f"{name}:={_parameter_text(value)}"]
+    return command
+
+
+def start_detector(parameters: Mapping[str, Any], params_file: Optional[Path] = None,
+                   log: Optional[IO] = None) -> subprocess.Popen:
+    """Start the detector node as a child process (same Python, same environment, so the
+    same ROS_DOMAIN_ID). ``log`` receives its output; None shares this process's terminal."""
+    return subprocess.Popen(detector_command(parameters, params_file), stdout=log,
+                            stderr=None if log is None else subprocess.STDOUT)
+
+
+def stop_detector(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """Stop the node with SIGINT (a clean rclpy shutdown), SIGKILL after ``timeout_s``; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+@dataclass
+class DetectorReply:
+    """The node's outputs for one frame."""
+    outputs: Dict[str, Image]  # output name (LABELS_TOPIC, ...) -> message
+    latency_s: float  # first send of the frame -> last output received
+    sends: int  # times the frame was published (re-sent while no answer came)
+
+
+class DetectorClient:
+    """Publishes frames on the camera topic and waits for the detector's outputs."""
+
+    def __init__(self, camera_topic: str = "image", output_namespace: str = "dense_ood",
+                 with_color: bool = True, compressed: bool = False,
+                 detector_process: Optional[subprocess.Popen] = None,
+                 context: Optional[Context] = None, node_name: str = "dense_ood_client"):
+        self.node = Node(node_name, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.detector_process = detector_process
+        self.camera_publisher = self.node.create_publisher(
+            CompressedImage if compressed else Image, camera_topic, qos_profile_sensor_data)
+        prefix = output_namespace.rstrip("/") + "/" if output_namespace else ""
+        self.output_names = (LABELS_TOPIC, COLOR_TOPIC, SCORE_TOPIC) if with_color else (LABELS_TOPIC, SCORE_TOPIC)
+        self._output_subscriptions = [
+            self.node.create_subscription(Image, prefix + name, lambda msg, name=name: self._on_output(name, msg),
+                                          QoSProfile(depth=10))
+            for name in self.output_names]
+        self._awaited_stamp: Optional[Tuple[int, int]] = None
+        self._received: Dict[str, Tuple[Image, float]] = {}
+
+    def __enter__(self) -> "DetectorClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    def spin_once(self) -> None:
+        """Process pending callbacks; RuntimeError if the detector process has exited."""
+        if self.detector_process is not None and self.detector_process.poll() is not None:
+            raise RuntimeError(f"the detector node exited with code {self.detector_process.returncode} (see its log)")
+        self.executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+
+    def wait_until_connected(self, timeout_s: float) -> None:
+        """Wait until the detector's input subscription and output publishers are discovered."""
+        deadline = time.monotonic() + timeout_s
+        while not self._connected():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no detector node found within {timeout_s:.0f} s (nothing subscribed to "
+                                   f"{self.camera_publisher.topic_name} or publishing its outputs)")
+            self.spin_once()
+
+    def _connected(self) -> bool:
+        return (self.camera_publisher.get_subscription_count() > 0
+                and all(sub.get_publisher_count() > 0 for sub in self._output_subscriptions))
+
+    def request(self, msg: Any, timeout_s: float = 30.0, resend_period_s: float = 2.0) -> DetectorReply:
+        """Publish ``msg`` (its header stamp must be new) until all outputs with that stamp arrive.
+
+        Best-effort delivery may drop a frame, and a busy node keeps only the newest one,
+        so the frame is re-sent every ``resend_period_s``; TimeoutError after ``timeout_s``.
+        """
+        self._awaited_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        self._received = {}
+        started = time.monotonic()
+        next_send, sends = started, 0
+        while len(self._received) < len(self.output_names):
+            now = time.monotonic()
+            if now - started > timeout_s:
+                missing = [name for name in self.output_names if name not in self._received]
+                raise TimeoutError(f"the detector did not answer within {timeout_s:.0f} s "
+                                   f"(frame sent {sends} times on {self.camera_publisher.topic_name}; "
+                                   f"missing outputs: {', '.join(missing)})")
+            if now >= next_send:
+                self.camera_publisher.publish(msg)
+                sends += 1
+                next_send = now + resend_period_s
+            self.spin_once()
+        last_arrival = max(arrival for _, arrival in self._received.values())
+        outputs = {name: output for name, (output, _) in self._received.items()}
+        return DetectorReply(outputs, last_arrival - started, sends)
+
+    def _on_output(self, name: str, msg: Image) -> None:
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if stamp == self._awaited_stamp and name not in self._received:
+            self._received[name] = (msg, time.monotonic())
+
+
+def init_client_context() -> Context:
+    """A fresh, initialised rclpy context (no signal handlers), for clients inside other programs."""
+    context = Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    return context

@@ -1,0 +1,60 @@
+"""Shared fixtures: a private DDS domain, the CamVid data, the shipped model, an rclpy context."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CAMVID_DIR = REPO_ROOT.parent / "shared" / "data" / "camvid"
+DEFAULT_MODEL = REPO_ROOT / "models" / "default.pt"
+#: A CamVid test frame (480x360) used by the detector and node tests.
+CAMVID_TEST_FRAME = "test/Seq05VD_f02130"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ros_domain_id() -> int:
+    """This session's DDS domain, in os.environ before any rclpy.init and inherited by child
+    processes, so concurrent test runs never see each other. An explicit ROS_DOMAIN_ID
+    (scripts/test.sh picks a random one) is kept."""
+    domain_id = int(os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100))))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return domain_id
+
+
+@pytest.fixture(scope="session")
+def ros_context(ros_domain_id):
+    """An initialised rclpy context for the test process (no signal handlers)."""
+    from dense_ood_ros.ros.client import init_client_context
+
+    context = init_client_context()
+    yield context
+    context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    if not (CAMVID_DIR / "test").is_dir():
+        pytest.skip(f"CamVid data not found at {CAMVID_DIR} (expected beside the repo as ../shared/data/camvid)")
+    return CAMVID_DIR
+
+
+@pytest.fixture(scope="session")
+def camvid_frame(camvid_dir):
+    """A real CamVid test frame, RGB uint8 360x480x3 (lossless WebP or PNG)."""
+    from dense_ood_ros.io import read_rgb
+
+    for suffix in (".webp", ".png"):
+        path = camvid_dir / (CAMVID_TEST_FRAME + suffix)
+        if path.is_file():
+            return read_rgb(path)
+    pytest.skip(f"CamVid frame {CAMVID_TEST_FRAME}.webp/.png not found in {camvid_dir}")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The shipped model checkpoint (predictions are not assumed to be any good)."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"model checkpoint {DEFAULT_MODEL} not present")
+    return DEFAULT_MODEL

@@ -1,0 +1,160 @@
+"""sensor_msgs Image / CompressedImage <-> numpy conversions."""
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dense_ood_ros.ros.conversions import (compressed_to_rgb, image_to_numpy, message_to_rgb,
+                                           numpy_to_compressed, numpy_to_image)
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "dense_ood_ros"
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+MONO = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
+FLOAT = RNG.standard_normal((5, 7)).astype(np.float32)
+ARRAYS = {"rgb8": RGB, "bgr8": RGB, "mono8": MONO, "32FC1": FLOAT}
+
+
+def raw_message(pixels_on_wire: np.ndarray, encoding: str, padding: int = 0, bigendian: bool = False):
+    """A duck-typed Image message with ``padding`` junk bytes at the end of every row."""
+    rows = pixels_on_wire.reshape(pixels_on_wire.shape[0], -1).view(np.uint8)
+    padded = np.concatenate([rows, np.full((rows.shape[0], padding), 0xEE, np.uint8)], axis=1)
+    return SimpleNamespace(height=pixels_on_wire.shape[0], width=pixels_on_wire.shape[1], encoding=encoding,
+                           step=padded.shape[1], is_bigendian=int(bigendian), data=padded.tobytes(),
+                           header=SimpleNamespace(frame_id="camera"))
+
+
+@pytest.mark.parametrize("encoding", list(ARRAYS))
+def test_round_trip_through_sensor_msgs_image(encoding):
+    pytest.importorskip("sensor_msgs.msg")
+    pixels = ARRAYS[encoding]
+    msg = numpy_to_image(pixels, encoding)
+    assert (msg.encoding, msg.height, msg.width) == (encoding, 5, 7)
+    assert msg.step * msg.height == len(msg.data)
+    back = image_to_numpy(msg)
+    assert back.dtype == pixels.dtype
+    np.testing.assert_array_equal(back, pixels)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "mono8", "32FC1"])
+def test_native_encodings_are_views_of_the_message_data(encoding):
+    pytest.importorskip("sensor_msgs.msg")
+    msg = numpy_to_image(ARRAYS[encoding], encoding)
+    assert np.shares_memory(image_to_numpy(msg), np.frombuffer(msg.data, np.uint8))
+
+
+def test_bgr8_is_blue_green_red_on_the_wire_and_rgb_in_numpy():
+    pytest.importorskip("sensor_msgs.msg")
+    msg = numpy_to_image(RGB, "bgr8")
+    np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8)[:3], RGB[0, 0, ::-1])
+    np.testing.assert_array_equal(image_to_numpy(raw_message(RGB[..., ::-1], "bgr8")), RGB)
+
+
+@pytest.mark.parametrize("encoding", list(ARRAYS))
+@pytest.mark.parametrize("padding", [1, 7, 64])
+def test_row_padding_from_step_is_skipped(encoding, padding):
+    pixels = ARRAYS[encoding]
+    on_wire = pixels[..., ::-1] if encoding == "bgr8" else pixels
+    np.testing.assert_array_equal(image_to_numpy(raw_message(np.ascontiguousarray(on_wire), encoding, padding)),
+                                  pixels)
+
+
+def test_big_endian_float_is_returned_in_native_order():
+    msg = raw_message(FLOAT.astype(">f4"), "32FC1", padding=3, bigendian=True)
+    back = image_to_numpy(msg)
+    assert back.dtype == np.float32 and back.dtype.isnative
+    np.testing.assert_array_equal(back, FLOAT)
+
+
+def test_message_to_rgb_replicates_mono8_and_rejects_float_images():
+    np.testing.assert_array_equal(message_to_rgb(raw_message(MONO, "mono8")), np.repeat(MONO[..., None], 3, 2))
+    with pytest.raises(ValueError, match="'32FC1' is not a camera image"):
+        message_to_rgb(raw_message(FLOAT, "32FC1"))
+
+
+def test_unsupported_encoding_is_named():
+    msg = raw_message(MONO, "yuv422")
+    with pytest.raises(ValueError, match=r"unsupported image encoding 'yuv422'; supported: rgb8, bgr8, mono8, 32FC1"):
+        image_to_numpy(msg)
+
+
+def test_inconsistent_step_and_size_are_reported():
+    msg = raw_message(RGB, "rgb8")
+    msg.step = 20  # one row of 7 RGB pixels needs 21 bytes
+    with pytest.raises(ValueError, match=r"step 20 is smaller than one row .* = 21\)"):
+        image_to_numpy(msg)
+    msg = raw_message(RGB, "rgb8")
+    msg.data = msg.data[:-1]
+    with pytest.raises(ValueError, match=r"has 104 bytes, expected step x height = 21 x 5 = 105"):
+        image_to_numpy(msg)
+
+
+def test_builder_rejects_arrays_that_do_not_fit_the_encoding():
+    pytest.importorskip("sensor_msgs.msg")
+    with pytest.raises(ValueError, match=r"32FC1 needs a float32 HxW array, got uint8"):
+        numpy_to_image(MONO, "32FC1")
+    with pytest.raises(ValueError, match=r"rgb8 needs a uint8 HxWx3 array, got uint8 with shape \(5, 7\)"):
+        numpy_to_image(MONO, "rgb8")
+    with pytest.raises(ValueError, match="unsupported image encoding 'rgba8'"):
+        numpy_to_image(RGB, "rgba8")
+
+
+def test_builder_copies_the_header():
+    std_msgs = pytest.importorskip("std_msgs.msg")
+    header = std_msgs.Header(frame_id="camera_optical")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = numpy_to_image(FLOAT, "32FC1", header)
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("camera_optical", 12, 345)
+
+
+def test_compressed_png_round_trip_is_exact_and_jpeg_is_close():
+    pytest.importorskip("sensor_msgs.msg")
+    smooth = np.repeat(np.repeat(RGB, 8, axis=0), 8, axis=1)  # JPEG-friendly 40x56
+    np.testing.assert_array_equal(compressed_to_rgb(numpy_to_compressed(smooth, "png")), smooth)
+    jpeg = numpy_to_compressed(smooth, "jpeg", jpeg_quality=95)
+    decoded = message_to_rgb(jpeg)
+    assert decoded.shape == smooth.shape
+    assert np.abs(decoded.astype(int) - smooth).mean() < 12
+
+
+def test_compressed_errors_name_the_format():
+    with pytest.raises(ValueError, match="unsupported compressed image format 'tiff'"):
+        compressed_to_rgb(SimpleNamespace(format="tiff", data=b"\x00" * 10))
+    with pytest.raises(ValueError, match=r"cannot decode 'rgb8; jpeg compressed bgr8' compressed image \(10 bytes\)"):
+        compressed_to_rgb(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=b"\x00" * 10))
+
+
+def test_rosbags_messages_convert_like_rclpy_ones():
+    typesys = pytest.importorskip("rosbags.typesys")
+    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+    types = store.types
+    header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=2),
+                                          frame_id="camera")
+    padded = raw_message(RGB[..., ::-1].copy(), "bgr8", padding=5)
+    image = types["sensor_msgs/msg/Image"](header=header, height=5, width=7, encoding="bgr8", is_bigendian=0,
+                                           step=padded.step, data=np.frombuffer(padded.data, np.uint8))
+    image = store.deserialize_cdr(store.serialize_cdr(image, image.__msgtype__), image.__msgtype__)
+    np.testing.assert_array_equal(message_to_rgb(image), RGB)
+    import cv2
+    png = cv2.imencode(".png", RGB[..., ::-1])[1].ravel()
+    compressed = types["sensor_msgs/msg/CompressedImage"](header=header, format="png", data=png)
+    np.testing.assert_array_equal(message_to_rgb(compressed), RGB)
+
+
+def test_conversions_import_without_rclpy():
+    code = ("import sys; sys.modules['rclpy'] = sys.modules['sensor_msgs'] = None; "
+            "import dense_ood_ros.ros.conversions")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_rclpy_is_imported_only_under_dense_ood_ros_ros():
+    offenders = [str(path.relative_to(PACKAGE_DIR)) for path in PACKAGE_DIR.rglob("*.py")
+                 if "ros" not in path.relative_to(PACKAGE_DIR).parts[:1]
+                 and any(line.strip().startswith(("import rclpy", "from rclpy"))
+                         for line in path.read_text().splitlines())]
+    assert offenders == []
