@@ -21,6 +21,7 @@ from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb, write_rgb
 from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
 from dense_ood_ros.ros.client import DetectorClient, init_client_context, start_detector, stop_detector
 from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_image
+from dense_ood_ros.visualization import heat_map, score_range
 
 CAMERA_TOPIC = "image"
 OUTPUT_NAMESPACE = "dense_ood"
@@ -37,21 +38,6 @@ SEGMENTATION_OPACITY = 0.6
 def _text(canvas: np.ndarray, text: str, origin: Tuple[int, int], scale: float = 0.45,
           color: Tuple[int, int, int] = GREY, thickness: int = 1) -> None:
     cv2.putText(canvas, text, origin, FONT, scale, color, thickness, cv2.LINE_AA)
-
-
-def score_range(score: np.ndarray) -> Tuple[float, float]:
-    """Colour-map range: [0, 1] for bounded scores (jsd, msp), else the frame's min..max."""
-    low, high = float(score.min()), float(score.max())
-    if low >= 0.0 and high <= 1.0:
-        return 0.0, 1.0
-    return low, max(high, low + 1e-6)
-
-
-def heat_map(score: np.ndarray, value_range: Tuple[float, float]) -> np.ndarray:
-    """Score HxW -> RGB heat map (inferno: dark = confident, yellow = anomalous)."""
-    low, high = value_range
-    scaled = np.clip((score - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
 def _class_legend(footer: np.ndarray, left: int, width: int) -> None:

@@ -37,6 +37,7 @@ from dense_ood_ros.detector import Detector, DetectorOutput
 from dense_ood_ros.io import IMAGE_SUFFIXES, read_label, read_rgb, write_rgb
 from dense_ood_ros.metrics import METRIC_MODES, AnomalyMetrics, SemanticMetrics, anomaly_target
 from dense_ood_ros.scores import SCORES
+from dense_ood_ros.visualization import heat_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -154,17 +155,6 @@ def evaluate_frames(detector: Detector, frames: Sequence[FramePaths], label_spec
 
 
 # --------------------------------------------------------------------------- pictures
-
-def heat_map(score: np.ndarray) -> np.ndarray:
-    """Score HxW -> RGB (inferno); range [0, 1] for scores within it (jsd, msp), else min..max."""
-    low, high = float(score.min()), float(score.max())
-    if low < 0.0 or high > 1.0:
-        scaled = (score - low) / max(high - low, 1e-6)
-    else:
-        scaled = score
-    gray = np.clip(scaled * 255.0, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
 
 def anomaly_overlay(image: np.ndarray, label: np.ndarray, label_spec: AnomalyLabelSpec) -> np.ndarray:
     """Ground truth over the dimmed image: anomalies red, ignored pixels black."""

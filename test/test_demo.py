@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dense_ood_ros.classes import colorize
-from dense_ood_ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, heat_map, render_result, score_range
+from dense_ood_ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, render_result
+from dense_ood_ros.visualization import heat_map, score_range
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 
