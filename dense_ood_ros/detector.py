@@ -36,8 +36,9 @@ class Detector:
     @classmethod
     def from_model(cls, model_path: Union[str, Path], backend: str = "torch",
                    score_names: Sequence[str] = ("jsd",),
-                   input_size: Optional[Tuple[int, int]] = None) -> "Detector":
-        return cls(make_backend(backend, model_path, score_names, input_size))
+                   input_size: Optional[Tuple[int, int]] = None, **backend_options) -> "Detector":
+        """``backend_options`` go to :func:`dense_ood_ros.backends.make_backend` (precision, status...)."""
+        return cls(make_backend(backend, model_path, score_names, input_size, **backend_options))
 
     @property
     def class_names(self) -> Sequence[str]:

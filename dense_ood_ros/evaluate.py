@@ -287,8 +287,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dense-ood-evaluate",
         description="Semantic (mIoU) and pixel anomaly (AP, FPR95, AUROC) metrics on an image folder.")
-    parser.add_argument("--model", required=True, type=Path, help="model file (checkpoint .pt)")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model file: checkpoint .pt, exported .onnx, or TensorRT .engine")
     parser.add_argument("--backend", default="torch", choices=BACKEND_NAMES, help="inference backend (default torch)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                        help="tensorrt precision (default fp16), e.g. to measure what INT8 costs in accuracy")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                         help="network input size (default: the model's)")
     parser.add_argument("--images", required=True, type=Path, help="folder of input images")
@@ -336,7 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         detector = Detector.from_model(args.model, backend=args.backend, score_names=args.scores,
-                                       input_size=tuple(args.input_size) if args.input_size else None)
+                                       input_size=tuple(args.input_size) if args.input_size else None,
+                                       precision=args.precision)
     except (ValueError, RuntimeError, ImportError, OSError) as exc:  # CheckpointError: RuntimeError
         print(f"dense-ood-evaluate: error: cannot load model: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

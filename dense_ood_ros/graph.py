@@ -2,35 +2,47 @@
 
 This is what every backend runs (torch directly, ONNX Runtime and TensorRT via ONNX
 export), so no backend re-implements pre- or post-processing.
+
+Labels are the argmax of the logits upsampled to the input size. Anomaly scores are computed
+from the decoder's logits at its output stride (4) and the score maps are upsampled: the same
+divergence per location on 16x fewer pixels and one channel to upsample instead of C, which
+keeps the score's cost a few percent of segmentation's.
 """
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from dense_ood_ros.models.segmenter import upsample
 from dense_ood_ros.preprocessing import Normalize
 from dense_ood_ros.scores import get_score
+
+#: Bumped whenever the graph's computation changes, so cached ONNX exports and engines of an
+#: older graph are rebuilt rather than reused stale.
+GRAPH_VERSION = 2
 
 
 class InferenceGraph(nn.Module):
     """uint8 RGB (N, H, W, 3) -> labels uint8 (N, H, W), scores float32 (N, S, H, W).
 
     ``score_names`` selects the anomaly scores (S of them, in that order) from
-    :mod:`dense_ood_ros.scores`.
+    :mod:`dense_ood_ros.scores`; with none, the graph returns the labels alone
+    (segmentation only, e.g. to measure what the scores cost).
     """
 
     def __init__(self, segmenter: nn.Module, score_names: Sequence[str] = ("jsd",)):
         super().__init__()
-        if not score_names:
-            raise ValueError("at least one anomaly score is needed")
         self.normalize = Normalize()
         self.segmenter = segmenter
         self.score_names = tuple(score_names)
         self._score_fns = [get_score(name) for name in self.score_names]
 
-    def forward(self, images_nhwc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits = self.segmenter(self.normalize(images_nhwc)).float()
-        labels = logits.argmax(dim=1).to(torch.uint8)
+    def forward(self, images_nhwc: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        size = images_nhwc.shape[1:3]
+        logits = self.segmenter.decoder_logits(self.normalize(images_nhwc)).float()
+        labels = upsample(logits, size).argmax(dim=1).to(torch.uint8)
+        if not self._score_fns:
+            return labels
         scores = torch.stack([fn(logits) for fn in self._score_fns], dim=1)
-        return labels, scores
+        return labels, upsample(scores, size)

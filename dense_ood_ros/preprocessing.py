@@ -28,7 +28,8 @@ class Normalize(nn.Module):
         self.register_buffer("inv_std", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        return self.normalize_nchw(images_nhwc.permute(0, 3, 1, 2).float())
+        # Cast first: TensorRT accepts a uint8 tensor only as the input of a cast.
+        return self.normalize_nchw(images_nhwc.float().permute(0, 3, 1, 2))
 
     def normalize_nchw(self, images: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) RGB on the 0..255 scale -> normalised (differentiable)."""
@@ -61,5 +62,6 @@ def resize_outputs(labels: np.ndarray, scores: np.ndarray, frame_size: Tuple[int
     if labels.shape == (height, width):
         return labels, scores
     labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    scores = np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR) for s in scores])
+    scores = np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR) for s in scores]) \
+        if len(scores) else np.zeros((0, height, width), np.float32)
     return labels, scores

@@ -163,6 +163,32 @@ def test_missing_model_file_stops_the_node_at_start_up(tmp_path):
     assert f"parameter 'model_path' = '{missing}': model file not found" in result.stderr
 
 
+def test_corrupt_model_stops_the_node_after_loading_in_the_background(tmp_path):
+    """The model loads in a worker thread; its failure still ends the node with code 2 and a
+    message naming the parameter and the file."""
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = subprocess.run(detector_command({"model_path": str(broken)}),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"cannot start: parameter 'model_path' = '{broken}'" in result.stderr
+
+
+def test_diagnostics_report_loading_before_the_model_is_ready():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from dense_ood_ros.ros.diagnostics import FrameStatistics, detector_status
+
+    stats = FrameStatistics()
+    stats.add_dropped_while_loading()
+    status = detector_status("n", "h", stats, {}, loading="building TensorRT engine (12/40)")
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == "loading model: building TensorRT engine (12/40)"
+    assert values["frames_dropped_while_loading"] == "1"
+    assert detector_status("n", "h", stats, {}).message == "waiting for camera frames"
+
+
 @pytest.mark.parametrize("name, value, problem", [
     ("backend", "tensorflow", "unknown backend"),
     ("score", "nonsense", "unknown anomaly score"),

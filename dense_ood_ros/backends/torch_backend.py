@@ -26,7 +26,10 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        labels, scores = self.graph(torch.from_numpy(images).to(self.device))
+        outputs = self.graph(torch.from_numpy(images).to(self.device))
+        if not self.score_names:  # labels-only graph
+            return outputs.cpu().numpy(), np.zeros((images.shape[0], 0, *images.shape[1:3]), np.float32)
+        labels, scores = outputs
         return labels.cpu().numpy(), scores.cpu().numpy()
 
     def describe(self) -> str:

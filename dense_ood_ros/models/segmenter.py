@@ -13,6 +13,14 @@ class Segmenter(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
+    def decoder_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits at the decoder's output stride (4 for SwiftNet), before upsampling."""
+        return self.decoder(self.encoder(images))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.decoder(self.encoder(images))
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample(self.decoder_logits(images), images.shape[-2:])
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling of per-pixel maps (logits or scores) to ``size`` = (H, W)."""
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)

@@ -17,6 +17,7 @@ class FrameStatistics:
         self.processed = 0
         self.bad = 0
         self.lost = 0
+        self.dropped_while_loading = 0
         self.last_error: Optional[str] = None
         self.last_frame_bad = False
         self._latencies = deque(maxlen=LATENCY_WINDOW)
@@ -32,6 +33,9 @@ class FrameStatistics:
         self.bad += 1
         self.last_frame_bad = True
         self.last_error = error
+
+    def add_dropped_while_loading(self) -> None:
+        self.dropped_while_loading += 1
 
     def add_lost(self, count: int) -> None:
         self.lost += count
@@ -49,10 +53,13 @@ class FrameStatistics:
 
 
 def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
-                    info: Dict[str, str]) -> DiagnosticStatus:
-    """One DiagnosticStatus: OK while frames are processed, WARN before the first frame,
+                    info: Dict[str, str], loading: Optional[str] = None) -> DiagnosticStatus:
+    """One DiagnosticStatus: WARN while the model loads (``loading`` = its latest progress line,
+    e.g. a TensorRT engine build) or before the first frame, OK while frames are processed,
     ERROR when the latest frame was bad. ``info`` adds fixed key/values (backend, model...)."""
-    if stats.last_frame_bad:
+    if loading is not None:
+        level, message = DiagnosticStatus.WARN, f"loading model: {loading}"
+    elif stats.last_frame_bad:
         level, message = DiagnosticStatus.ERROR, f"last frame rejected: {stats.last_error}"
     elif stats.processed == 0:
         level, message = DiagnosticStatus.WARN, "waiting for camera frames"
@@ -66,5 +73,6 @@ def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
         KeyValue(key="mean_latency_ms", value="n/a" if mean_latency is None else f"{1000 * mean_latency:.1f}"),
         KeyValue(key="bad_frames", value=str(stats.bad)),
         KeyValue(key="lost_frames", value=str(stats.lost)),
+        KeyValue(key="frames_dropped_while_loading", value=str(stats.dropped_while_loading)),
     ]
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id, values=values)

@@ -8,6 +8,7 @@ A thin adapter over :class:`dense_ood_ros.detector.Detector`. Parameters are lis
 
 import copy
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -109,10 +110,14 @@ def validate_parameters(values: dict) -> DetectorSettings:
         publish_color=_expect("publish_color", values["publish_color"], bool), qos_depth=qos_depth)
 
 
-def load_detector(settings: DetectorSettings) -> Detector:
-    """The detector for validated settings; failures name the parameters at fault."""
+def load_detector(settings: DetectorSettings, status=None) -> Detector:
+    """The detector for validated settings; failures name the parameters at fault.
+
+    ``status`` receives progress lines (backend choice, ONNX export, TensorRT engine build).
+    """
     try:
-        return Detector.from_model(settings.model_path, settings.backend, (settings.score,), settings.input_size)
+        return Detector.from_model(settings.model_path, settings.backend, (settings.score,), settings.input_size,
+                                   status=status)
     except CheckpointError as exc:
         raise _parameter_error("model_path", str(settings.model_path), str(exc)) from exc
     except (ValueError, RuntimeError, ImportError) as exc:  # e.g. a file type or device the backend can't use
@@ -122,13 +127,20 @@ def load_detector(settings: DetectorSettings) -> Detector:
 
 class DetectorNode(Node):
     """Runs the detector on each camera frame it receives; a busy node keeps only the newest
-    ``qos_depth`` frames (best effort), so the outputs follow the camera with minimal delay."""
+    ``qos_depth`` frames (best effort), so the outputs follow the camera with minimal delay.
+
+    The model loads in a background thread (a TensorRT engine build can take minutes): until
+    it is ready, frames are dropped and counted, and the log and diagnostics show the loading
+    progress. A load failure is stored in ``load_error`` (``main`` then exits).
+    """
 
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.settings = validate_parameters(self._declare_parameters())
-        self.detector = load_detector(self.settings)
         self.stats = FrameStatistics()
+        self.detector: Optional[Detector] = None
+        self.loading: Optional[str] = f"loading {self.settings.model_path} ({self.settings.backend} backend)"
+        self.load_error: Optional[NodeConfigError] = None
         input_qos = copy.copy(qos_profile_sensor_data)  # best effort, volatile
         input_qos.depth = self.settings.qos_depth
         input_type = CompressedImage if self.settings.compressed else Image
@@ -144,7 +156,26 @@ class DetectorNode(Node):
                                 if self.settings.publish_color else None)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        backend = self.detector.backend
+        self._loader = threading.Thread(target=self._load_detector, name="detector-loader", daemon=True)
+        self._loader.start()
+
+    def _on_load_status(self, line: str) -> None:
+        self.loading = line
+        self.get_logger().info(line)
+
+    def _load_detector(self) -> None:
+        try:
+            detector = load_detector(self.settings, status=self._on_load_status)
+        except NodeConfigError as exc:
+            self.load_error = exc
+            return
+        except Exception as exc:  # anything else must still stop the node, not leave it loading forever
+            self.load_error = NodeConfigError(f"loading model '{self.settings.model_path}' failed: "
+                                              f"{type(exc).__name__}: {exc}")
+            return
+        self.detector, self.loading = detector, None
+        backend = detector.backend
+        input_type = CompressedImage if self.settings.compressed else Image
         outputs = [p.topic_name for p in (self.labels_publisher, self.color_publisher, self.score_publisher) if p]
         self.get_logger().info(
             f"backend {backend.describe()}; model {self.settings.model_path} "
@@ -161,6 +192,9 @@ class DetectorNode(Node):
         return values
 
     def _on_image(self, msg: Any) -> None:
+        if self.detector is None:
+            self.stats.add_dropped_while_loading()
+            return
         started = time.perf_counter()
         try:
             output = self.detector(message_to_rgb(msg))
@@ -178,13 +212,13 @@ class DetectorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         info = {
-            "backend": self.detector.backend.describe(),
+            "backend": self.detector.backend.describe() if self.detector else self.settings.backend,
             "model_path": str(self.settings.model_path),
             "score": self.settings.score,
             "camera_topic": self.subscription.topic_name,
         }
         status = detector_status(f"{self.get_name()}: dense OOD detector", self.get_fully_qualified_name(),
-                                 self.stats, info)
+                                 self.stats, info, loading=self.loading)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(array)
@@ -199,14 +233,19 @@ def main(args: Optional[List[str]] = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        while rclpy.ok() and node.load_error is None:
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if node.load_error is not None:
+            node.get_logger().fatal(f"cannot start: {node.load_error}")
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 2 if node.load_error is not None else 0
 
 
 if __name__ == "__main__":

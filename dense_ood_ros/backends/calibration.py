@@ -1,0 +1,138 @@
+"""INT8 calibration data for TensorRT: real frames, prepared exactly as at inference.
+
+The batch-producing part (:class:`CalibrationBatches`) is plain Python/numpy; only
+:func:`make_calibrator` touches TensorRT and CUDA (through torch).
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb
+from dense_ood_ros.preprocessing import resize_frame
+
+logger = logging.getLogger(__name__)
+
+CALIBRATORS = ("entropy", "minmax")
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Which frames calibrate an INT8 engine and how."""
+    image_dir: Path
+    count: int = 256
+    method: str = "entropy"
+    batch_size: int = 1
+
+    def __post_init__(self):
+        if self.method not in CALIBRATORS:
+            raise ValueError(f"unknown INT8 calibrator {self.method!r}; choose one of {list(CALIBRATORS)}")
+        if self.count < 1 or self.batch_size < 1:
+            raise ValueError(f"calibration count and batch_size must be >= 1, got {self.count}, {self.batch_size}")
+
+
+def calibration_images(image_dir: Union[str, Path], count: int) -> List[Path]:
+    """The first ``count`` images of a folder (sorted, so the choice is reproducible)."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise ValueError(f"calibration image folder not found: {image_dir}")
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {image_dir}")
+    return paths[:count]
+
+
+class CalibrationBatches:
+    """Full batches of uint8 NHWC frames at ``input_size``, as the engine's input receives them.
+
+    Frames are read as RGB and resized with :func:`dense_ood_ros.preprocessing.resize_frame`
+    (the detector's own pre-processing; normalisation is inside the graph). A last,
+    incomplete batch is dropped: the calibrator must hand TensorRT full batches.
+    """
+
+    def __init__(self, paths: Sequence[Union[str, Path]], input_size: Tuple[int, int], batch_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(paths) < batch_size:
+            raise ValueError(f"{len(paths)} calibration images cannot fill one batch of {batch_size}")
+        self.paths = [Path(p) for p in paths]
+        self.input_size = tuple(input_size)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings: CalibrationSettings, input_size: Tuple[int, int]) -> "CalibrationBatches":
+        return cls(calibration_images(settings.image_dir, settings.count), input_size, settings.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.paths) // self.batch_size
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        return (self.batch_size, *self.input_size, 3)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            frames = [resize_frame(read_rgb(p), self.input_size) for p in self.paths[start:start + self.batch_size]]
+            yield np.ascontiguousarray(np.stack(frames))
+
+    def data_id(self, method: str) -> str:
+        """Identifies this calibration data (file names and sizes, shape, method) for cache keys."""
+        digest = hashlib.sha256(f"{method}|{self.shape}".encode())
+        for path in self.paths[:len(self) * self.batch_size]:
+            digest.update(f"|{path.name}:{path.stat().st_size}".encode())
+        return digest.hexdigest()
+
+
+def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[str, Path],
+                    status: Optional[Callable[[str], None]] = None):
+    """A TensorRT INT8 calibrator (``entropy``: IInt8EntropyCalibrator2, ``minmax``:
+    IInt8MinMaxCalibrator) feeding ``batches`` from a CUDA buffer and caching its table
+    in ``cache_path`` (reused when present, so a rebuild on another GPU skips calibration).
+    Progress goes to ``status`` (default: this module's logger).
+    """
+    import tensorrt as trt
+    import torch
+
+    bases = {"entropy": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}
+    if method not in bases:
+        raise ValueError(f"unknown INT8 calibrator {method!r}; choose one of {list(bases)}")
+    cache_path = Path(cache_path)
+    report = status or logger.info
+
+    class Calibrator(bases[method]):
+        def __init__(self):
+            bases[method].__init__(self)
+            self.batches = iter(batches)
+            self.device_buffer = torch.empty(batches.shape, dtype=torch.uint8, device="cuda")
+            self.done = 0
+
+        def get_batch_size(self) -> int:
+            return batches.batch_size
+
+        def get_batch(self, names: List[str]) -> Optional[List[int]]:
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            self.device_buffer.copy_(torch.from_numpy(batch))
+            torch.cuda.synchronize()
+            self.done += 1
+            if self.done % 32 == 0 or self.done == len(batches):
+                report(f"INT8 calibration ({method}): batch {self.done}/{len(batches)}")
+            return [self.device_buffer.data_ptr()] * len(names)
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            if cache_path.is_file():
+                report(f"using INT8 calibration cache {cache_path}")
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_bytes(bytes(cache))
+            report(f"wrote INT8 calibration cache {cache_path}")
+
+    return Calibrator()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Re-measure every number in models/MODEL_CARD.md: generates CamVid-Paste (val, test) and
+# evaluates the shipped CE-only and NFlowJS models with dense-ood-evaluate (~15 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+PY=.venv/bin/python
+CAMVID=${CAMVID:-../shared/data/camvid}
+OUT=${OUT:-eval_output}
+for split in val test; do
+  [ -f "data_generated/camvid_paste/$split/manifest.json" ] || \
+    $PY -m training.data.camvid_paste --split "$split" --seed 0 --out "data_generated/camvid_paste/$split"
+done
+for model in camvid_ce default; do
+  .venv/bin/dense-ood-evaluate --model "models/$model.pt" --images "$CAMVID/test" \
+    --semantic-labels "$CAMVID/testannot" --out "$OUT/$model/camvid_test"
+  for split in val test; do
+    .venv/bin/dense-ood-evaluate --model "models/$model.pt" --images "data_generated/camvid_paste/$split/images" \
+      --labels "data_generated/camvid_paste/$split/labels" --semantic-labels "data_generated/camvid_paste/$split/semantic" \
+      --scores jsd,msp,maxlogit,entropy --out "$OUT/$model/camvid_paste_$split"
+  done
+done
+$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
+  --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
+  --out "$OUT/anomaly_maps.png"
+echo "results under $OUT/*/*/metrics.md"

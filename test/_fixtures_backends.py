@@ -1,0 +1,84 @@
+"""Fixtures shared by the export, backend, engine-cache and benchmark tests.
+
+Import them into a test module with ``from _fixtures_backends import ...``. Pytest binds
+imported fixtures to each importing module, so the expensive ones are memoised here to be
+made once per session. CamVid frames come from conftest's ``camvid_dir`` (skipped with a
+reason when the data is absent).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dense_ood_ros.io import read_rgb
+from dense_ood_ros.preprocessing import resize_frame
+
+#: Small input size for fast tests (real CamVid frames resized to it).
+SMALL_SIZE = (128, 160)
+_SESSION = {}
+
+
+def _once(name, make):
+    if name not in _SESSION:
+        _SESSION[name] = make()
+    return _SESSION[name]
+
+
+def agreement_and_max_diff(reference, other, frames):
+    """Pixel agreement of labels and max abs score difference of two backends on frames."""
+    agree, max_diff = [], 0.0
+    for frame in frames:
+        batch = np.ascontiguousarray(resize_frame(frame, reference.input_size)[None])
+        ref_labels, ref_scores = reference.infer(batch)
+        labels, scores = other.infer(batch)
+        assert labels.dtype == np.uint8 and scores.dtype == np.float32
+        assert labels.shape == ref_labels.shape and scores.shape == ref_scores.shape
+        agree.append(float((labels == ref_labels).mean()))
+        max_diff = max(max_diff, float(np.abs(scores - ref_scores).max()))
+    return float(np.mean(agree)), max_diff
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of the real architecture (ImageNet encoder, untrained decoder), 360x480."""
+    from dense_ood_ros.checkpoint import save_checkpoint
+    from dense_ood_ros.classes import CAMVID_CLASSES
+    from dense_ood_ros.models import build_model
+
+    def make():
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp("model") / "model.pt"
+        save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", len(CAMVID_CLASSES), pretrained=True),
+                        "efficientnet_lite0_swiftnet", CAMVID_CLASSES, (360, 480), {"note": "test fixture"})
+        return path
+
+    return _once("checkpoint", make)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return _once("cache_dir", lambda: tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def camvid_frames(camvid_dir):
+    """Three real CamVid test frames, RGB uint8 360x480x3."""
+    paths = sorted((camvid_dir / "test").glob("*.webp")) or sorted((camvid_dir / "test").glob("*.png"))
+    if len(paths) < 3:
+        pytest.skip(f"fewer than 3 CamVid test frames in {camvid_dir / 'test'}")
+    return [read_rgb(p) for p in paths[::len(paths) // 3][:3]]
+
+
+@pytest.fixture(scope="session")
+def small_onnx(checkpoint, tmp_path_factory) -> Path:
+    """The checkpoint exported at SMALL_SIZE with the jsd score."""
+    from dense_ood_ros.export import export_onnx
+
+    def make():
+        path = tmp_path_factory.mktemp("onnx") / "small.onnx"
+        export_onnx(checkpoint, path, ("jsd",), SMALL_SIZE)
+        return path
+
+    return _once("small_onnx", make)

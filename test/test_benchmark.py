@@ -1,0 +1,80 @@
+"""dense-ood-benchmark: report structure, statistics and failure handling. Timings are
+measured, never asserted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _fixtures_backends import checkpoint  # noqa: F401
+from dense_ood_ros.benchmark import LABELS_ONLY, SCORE_COST, THROUGHPUT, latency_stats, main, parse_spec, ratios
+
+
+def test_latency_stats():
+    stats = latency_stats([0.010] * 98 + [0.020, 0.110])
+    assert stats["iterations"] == 100
+    assert stats["fps"] == pytest.approx(100 / 1.11)
+    assert stats["p50_ms"] == pytest.approx(10.0)
+    assert stats["p99_ms"] == pytest.approx(np.percentile([10.0] * 98 + [20.0, 110.0], 99))
+    assert stats["p95_ms"] <= stats["p99_ms"]
+
+
+def test_parse_spec():
+    assert parse_spec("tensorrt:int8") == ("tensorrt", {"precision": "int8"})
+    assert parse_spec("onnxruntime:cpu") == ("onnxruntime", {"device": "cpu"})
+    assert parse_spec("torch") == ("torch", {})
+    with pytest.raises(ValueError, match="unknown backend 'openvino'"):
+        parse_spec("openvino:cpu")
+
+
+def test_ratios_compare_with_torch_and_labels_only():
+    def result(backend, graph, fps, p50):
+        timing = {"fps": fps, "p50_ms": p50}
+        return {"backend": backend, "graph": graph, "input_size": [360, 480], "end_to_end": timing,
+                "inference": timing}
+
+    rows = ratios([result("torch:cpu", "jsd", 2.0, 500.0), result("onnxruntime:cpu", "jsd", 4.0, 250.0),
+                   result("onnxruntime:cpu", LABELS_ONLY, 4.2, 240.0),
+                   {"backend": "tensorrt:fp16", "graph": "jsd", "input_size": [360, 480], "error": "no GPU"}])
+    assert [(r["kind"], r["backend"]) for r in rows] == [(THROUGHPUT, "onnxruntime:cpu"),
+                                                         (SCORE_COST, "onnxruntime:cpu")]
+    assert rows[0]["inference"] == pytest.approx(2.0) and rows[0]["end_to_end"] == pytest.approx(2.0)
+    assert rows[1]["inference"] == pytest.approx(250.0 / 240.0 - 1.0) and rows[1]["end_to_end"] is None
+
+
+def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, capsys):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    specs = "torch:cpu,onnxruntime:cpu"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        specs += ",tensorrt:fp16"  # reported as an error, not a crash
+    code = main(["--model", str(checkpoint), "--backends", specs, "--sizes", "64x96", "--frame-size", "96x128",
+                 "--frames", str(camvid_dir / "test"), "--num-frames", "2", "--warmup", "1", "--iters", "2",
+                 "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json),
+                 "--markdown", str(out_md)])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    assert {"cpu", "logical_cpus", "gpus", "torch", "onnxruntime", "load_average_1_5_15"} <= set(report["machine"])
+    graphs = [(r["backend"], r["graph"]) for r in report["results"]]
+    assert ("torch:cpu", "jsd") in graphs and ("onnxruntime:cpu", LABELS_ONLY) in graphs
+    for r in report["results"]:
+        if r["backend"].startswith("tensorrt"):
+            assert "tensorrt" in r["error"]
+            continue
+        timings = [r["inference"]] + ([] if r["graph"] == LABELS_ONLY else [r["end_to_end"]])
+        for timing in timings:
+            assert timing["iterations"] == 2 and timing["fps"] > 0
+            assert timing["p50_ms"] <= timing["p95_ms"] <= timing["p99_ms"]
+        assert r["rss_mb"] > 0 and r["input_size"] == [64, 96]
+    assert {q["kind"] for q in report["ratios"]} == {THROUGHPUT, SCORE_COST}
+    table = out_md.read_text()
+    assert "| backend | input | graph | e2e FPS" in table and "Machine:" in table
+    assert table in capsys.readouterr().out
+
+
+def test_benchmark_rejects_bad_arguments(checkpoint, tmp_path, capsys):
+    assert main(["--model", str(checkpoint), "--backends", "openvino", "--frames", str(tmp_path)]) == 2
+    assert "openvino" in capsys.readouterr().err
+    assert main(["--model", str(checkpoint), "--frames", str(tmp_path)]) == 2
+    assert "no images" in capsys.readouterr().err
