@@ -55,6 +55,5 @@ def camvid_frame(camvid_dir):
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     """The shipped model checkpoint (predictions are not assumed to be any good)."""
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"model checkpoint {DEFAULT_MODEL} not present")
+    assert DEFAULT_MODEL.is_file(), f"the shipped model checkpoint {DEFAULT_MODEL} is missing"
     return DEFAULT_MODEL
