@@ -272,6 +272,10 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         logits = ddp_model(normalize.normalize_nchw(pasted))
         ce = inlier_cross_entropy(logits, labels, IGNORE_INDEX)
         jsd = negative_jsd_loss(logits, negative)
+        if not torch.isfinite(ce + jsd):
+            tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch {patch_size}: "
+                       "step skipped")
+            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan")}
         # Flow's share of the JSD term: gradient w.r.t. its samples only.
         (grad_samples,) = torch.autograd.grad(cfg.flow_jsd_weight * jsd, samples_leaf, retain_graph=True)
         optimizer.zero_grad(set_to_none=True)

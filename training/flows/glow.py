@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: Lower bound of a coupling's log-scale (see :meth:`AffineCoupling._scale_shift`).
+MIN_LOG_SCALE = -4.0
+
+
 def squeeze(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, 4C, H/2, W/2), space-to-depth."""
     n, c, h, w = x.shape
@@ -97,7 +101,9 @@ class AffineCoupling(nn.Module):
     def _scale_shift(self, x_a: torch.Tensor):
         h = self.net(x_a)
         shift, raw_scale = h[:, 0::2], h[:, 1::2]
-        log_scale = F.logsigmoid(raw_scale + 2.0)  # scale in (0, 1), ~0.88 at init: stable
+        # Scale in [e^-4, 1), ~0.88 at init. The floor bounds how much the inverse (sampling)
+        # can amplify per coupling; without it, tail latents at temperature 1 overflow to inf/NaN.
+        log_scale = F.logsigmoid(raw_scale + 2.0).clamp(min=MIN_LOG_SCALE)
         return log_scale, shift
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
