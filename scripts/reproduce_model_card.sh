@@ -23,4 +23,6 @@ done
 $PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
   --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
   --out "$OUT/anomaly_maps.png"
-echo "results under $OUT/*/*/metrics.md"
+for split in val test; do
+  $PY -m training.report CE-only="$OUT/camvid_ce/camvid_paste_$split" NFlowJS="$OUT/default/camvid_paste_$split"
+done

@@ -59,6 +59,16 @@ def _flow_from(config: TrainConfig) -> Glow:
     return Glow(num_levels=f.levels, steps_per_level=f.steps_per_level, hidden=f.hidden, seed=config.seed)
 
 
+def _stage_output(config: TrainConfig, ctx: DistributedContext, stage: str, filename: str):
+    """(stage folder, its final output file, whether that file exists: the stage is finished)."""
+    stage_dir = Path(config.output_dir) / stage
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    output = stage_dir / filename
+    if output.is_file() and ctx.is_main:
+        print(f"[{stage}] finished already: {output}")
+    return stage_dir, output, output.is_file()
+
+
 def _to_float_nchw(images_nhwc: torch.Tensor) -> torch.Tensor:
     return images_nhwc.permute(0, 3, 1, 2).float()
 
@@ -141,12 +151,9 @@ def _finish_segmentation_stage(config: TrainConfig, model, stage_dir: Path, stag
 
 def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
     """Cross-entropy pre-training of the segmentation model."""
-    stage_dir = Path(config.output_dir) / "ce"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if (stage_dir / "model.pt").is_file():
-        if ctx.is_main:
-            print(f"[ce] finished already: {stage_dir / 'model.pt'}")
-        return stage_dir / "model.pt"
+    _, model_path, finished = _stage_output(config, ctx, "ce", "model.pt")
+    if finished:
+        return model_path
     seed_everything(config.seed)
     cfg = config.ce
     model = build_model(config.model.name, len(CAMVID_CLASSES), pretrained=config.model.pretrained)
@@ -168,12 +175,8 @@ def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
 
 def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
     """Maximum-likelihood (bits/dim) pre-training of the flow on random inlier patches."""
-    stage_dir = Path(config.output_dir) / "flow"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    flow_path = stage_dir / "flow.pt"
-    if flow_path.is_file():
-        if ctx.is_main:
-            print(f"[flow] finished already: {flow_path}")
+    stage_dir, flow_path, finished = _stage_output(config, ctx, "flow", "flow.pt")
+    if finished:
         return flow_path
     seed_everything(config.seed)
     cfg = config.flow
@@ -239,12 +242,9 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     through the (differentiable) sampling path. Each network gets only its own objective's
     gradient (the flow never sees the classifier's cross-entropy).
     """
-    stage_dir = Path(config.output_dir) / "nflowjs"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if (stage_dir / "model.pt").is_file():
-        if ctx.is_main:
-            print(f"[nflowjs] finished already: {stage_dir / 'model.pt'}")
-        return stage_dir / "model.pt"
+    stage_dir, model_path, finished = _stage_output(config, ctx, "nflowjs", "model.pt")
+    if finished:
+        return model_path
     seed_everything(config.seed)
     cfg = config.nflowjs
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
