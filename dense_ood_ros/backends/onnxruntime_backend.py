@@ -68,6 +68,9 @@ class OnnxRuntimeBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between runs: on a robot the cores idle between camera frames belong
+        # to the other nodes (and interleaved benchmark runs must not steal each other's cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; provider fallbacks are reported below
         providers = select_providers(device, ort.get_available_providers())
         provider_options = [self._provider_options(p, cache_dir) for p in providers]
