@@ -60,10 +60,6 @@ class DistributedContext:
                 param.grad /= self.world_size
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class CsvLog:
     """Append rows to a CSV file (header written once); survives resume."""
 
@@ -93,13 +89,13 @@ def load_state(path: Path) -> Optional[Dict]:
 
 
 @torch.no_grad()
-def evaluate_segmentation(model: nn.Module, dataset, desc: str, show_progress: bool = True) -> Dict:
+def evaluate_segmentation(model: nn.Module, dataset, desc: str) -> Dict:
     """mIoU of ``model`` (normalised NCHW -> logits) on a CamVid-style dataset, full frames."""
     normalize = Normalize()
     metrics = SemanticMetrics(CAMVID_CLASSES, IGNORE_INDEX)
     was_training = model.training
     model.eval()
-    for index in tqdm(range(len(dataset)), desc=desc, disable=not show_progress, leave=False):
+    for index in tqdm(range(len(dataset)), desc=desc, leave=False):
         image, label = dataset[index]
         logits = model(normalize(image[None]))
         metrics.update(logits.argmax(1)[0].numpy(), label.numpy())

@@ -16,7 +16,7 @@ from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
 from dense_ood_ros.models import build_model
 from dense_ood_ros.preprocessing import Normalize
 from training.common import (CsvLog, DistributedContext, Timer, evaluate_segmentation, load_state,
-                             save_state, seed_everything, unwrap)
+                             save_state, seed_everything)
 from training.config import TrainConfig
 from training.data.camvid import CamVid
 from training.flows.glow import Glow
@@ -127,7 +127,7 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
         ctx.barrier()
 
     if ctx.is_main:
-        _finish_segmentation_stage(config, unwrap(ddp_model), stage_dir, stage, timer.elapsed, extra_meta)
+        _finish_segmentation_stage(config, model, stage_dir, stage, timer.elapsed, extra_meta)
     ctx.barrier()
     return model_path
 

@@ -22,7 +22,6 @@ class TorchBackend(Backend):
         self.class_names = tuple(info["class_names"])
         self.score_names = self.graph.score_names
         self.input_size = tuple(input_size or info["input_size"])
-        self.model_info = info
 
     @torch.inference_mode()
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
