@@ -1,4 +1,5 @@
-"""Shared fixtures: a private DDS domain, the CamVid data, the shipped model, an rclpy context."""
+"""Shared fixtures: a private DDS domain, the CamVid data, a few CamVid-Paste frames, the shipped
+model, an rclpy context."""
 
 import os
 import random
@@ -57,3 +58,15 @@ def model_path() -> Path:
     """The shipped model checkpoint (predictions are not assumed to be any good)."""
     assert DEFAULT_MODEL.is_file(), f"the shipped model checkpoint {DEFAULT_MODEL} is missing"
     return DEFAULT_MODEL
+
+
+@pytest.fixture(scope="session")
+def camvid_paste_frames(tmp_path_factory) -> Path:
+    """Three CamVid-Paste test frames (images/, labels/, semantic/, manifest.json), seed 0."""
+    from training.data import camvid_paste
+
+    if not (camvid_paste.DEFAULT_CAMVID.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()):
+        pytest.skip("needs ../shared/data/camvid and ../shared/data/coco128_panoptic")
+    out = tmp_path_factory.mktemp("camvid_paste")
+    camvid_paste.generate("test", out, seed=0, limit=3, progress=False)
+    return out

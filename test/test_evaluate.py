@@ -31,16 +31,6 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def benchmark(tmp_path_factory):
-    """Three CamVid-Paste test frames."""
-    if not (camvid_paste.DEFAULT_CAMVID.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()):
-        pytest.skip("needs ../shared/data/camvid and ../shared/data/coco128_panoptic")
-    out = tmp_path_factory.mktemp("camvid_paste")
-    camvid_paste.generate("test", out, seed=0, limit=3, progress=False)
-    return out
-
-
 @pytest.fixture
 def synthetic(tmp_path):
     """Four random 40x56 frames with anomaly labels (1 anomaly, 255 ignored)."""
@@ -61,7 +51,8 @@ def _run(checkpoint, images, out, *extra):
 
 
 @needs_data
-def test_end_to_end_on_camvid_paste(checkpoint, benchmark, tmp_path):
+def test_end_to_end_on_camvid_paste(checkpoint, camvid_paste_frames, tmp_path):
+    benchmark = camvid_paste_frames
     out = tmp_path / "eval"
     code = main(["--model", str(checkpoint), "--images", str(benchmark / "images"),
                  "--labels", str(benchmark / "labels"), "--semantic-labels", str(benchmark / "semantic"),

@@ -1,0 +1,128 @@
+"""Which CamVid-Paste anomaly pixels a model misses at a TPR operating point, and as what.
+
+    python -m training.misses --model models/default.pt --benchmark data_generated/camvid_paste/val
+
+At TPR 95 % (the FPR95 operating point) the threshold is the 5th percentile of the score over
+all anomaly pixels; the pixels below it are "missed". The report breaks them down by the COCO
+category of the pasted object they belong to (from the benchmark's ``manifest.json``) and by
+the class the model predicts there, which tells a pasted-object failure (e.g. one animal read
+as vegetation) from a boundary effect. Prints a Markdown report; ``--out`` also writes JSON.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from dense_ood_ros.backends import BACKEND_NAMES
+from dense_ood_ros.detector import Detector
+from dense_ood_ros.io import read_label, read_rgb
+from dense_ood_ros.scores import SCORES
+
+
+def object_index_map(label: np.ndarray, objects: Sequence[Dict]) -> np.ndarray:
+    """Per pixel, the index of the pasted object it belongs to (label 1 inside its box), else -1."""
+    index = np.full(label.shape, -1, np.int32)
+    for number, obj in enumerate(objects):  # later pastes cover earlier ones
+        left, top, width, height = obj["box_xywh"]
+        window = np.s_[top:top + height, left:left + width]
+        index[window] = np.where(label[window] == 1, number, index[window])
+    return index
+
+
+def breakdown(scores: np.ndarray, groups: np.ndarray, names: Sequence[str], tpr: float) -> Dict:
+    """Threshold at ``tpr`` over ``scores`` (anomaly pixels) and each group's share of the misses.
+
+    ``groups`` holds an index into ``names`` per pixel. Per group: its share of all anomaly
+    pixels, its share of the missed ones, and the fraction of its own pixels missed.
+    """
+    if scores.size == 0:
+        raise ValueError("no anomaly pixels to analyse")
+    threshold = float(np.quantile(scores, 1.0 - tpr))
+    missed = scores < threshold
+    total_missed = max(int(missed.sum()), 1)
+    rows = []
+    for number, name in enumerate(names):
+        member = groups == number
+        if member.any():
+            rows.append({"name": name, "pixels": int(member.sum()),
+                         "share_of_anomaly": float(member.mean()),
+                         "share_of_missed": float((member & missed).sum() / total_missed),
+                         "miss_rate": float(missed[member].mean())})
+    rows.sort(key=lambda row: -row["share_of_missed"])
+    return {"threshold": threshold, "anomaly_pixels": int(scores.size), "missed_pixels": int(missed.sum()),
+            "groups": rows}
+
+
+def analyse(detector: Detector, benchmark: Path, score: str, tpr: float, progress: bool = True) -> Dict:
+    """Run ``detector`` over a CamVid-Paste folder; misses by pasted category and by predicted class."""
+    manifest_path = benchmark / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no manifest.json in {benchmark} (generate it with training.data.camvid_paste)")
+    if score not in detector.backend.score_names:
+        raise ValueError(f"score {score!r} is not computed by this model; it has {detector.backend.score_names}")
+    manifest = json.loads(manifest_path.read_text())
+    categories = sorted({obj["category"] for frame in manifest["frames"] for obj in frame["objects"]})
+    scores, category_ids, predicted = [], [], []
+    for frame in tqdm(manifest["frames"], desc="misses", unit="frame", disable=not progress):
+        label = read_label(benchmark / "labels" / f"{frame['stem']}.png")
+        output = detector(read_rgb(benchmark / "images" / f"{frame['stem']}.png"))
+        objects = object_index_map(label, frame["objects"])
+        inside = objects >= 0
+        object_categories = np.array([categories.index(obj["category"]) for obj in frame["objects"]], np.int32)
+        scores.append(output.scores[score][inside])
+        category_ids.append(object_categories[objects[inside]] if inside.any() else np.zeros(0, np.int32))
+        predicted.append(output.labels[inside])
+    scores, category_ids, predicted = (np.concatenate(a) for a in (scores, category_ids, predicted))
+    by_category = breakdown(scores, category_ids, categories, tpr)
+    by_class = breakdown(scores, predicted, detector.class_names, tpr)
+    return {"benchmark": str(benchmark), "score": score, "tpr": tpr, "threshold": by_category["threshold"],
+            "anomaly_pixels": by_category["anomaly_pixels"], "missed_pixels": by_category["missed_pixels"],
+            "by_category": by_category["groups"], "by_predicted_class": by_class["groups"]}
+
+
+def markdown(report: Dict) -> str:
+    lines = [f"Missed anomaly pixels at TPR {100 * report['tpr']:.0f} % ({report['score']} < "
+             f"{report['threshold']:.4f}): {report['missed_pixels']} of {report['anomaly_pixels']}.", ""]
+    for key, title in (("by_category", "pasted category"), ("by_predicted_class", "predicted class")):
+        lines += [f"| {title} | pixels | share of anomaly px (%) | share of missed px (%) | missed (%) |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {row['name']} | {row['pixels']} | {100 * row['share_of_anomaly']:.1f} | "
+                  f"{100 * row['share_of_missed']:.1f} | {100 * row['miss_rate']:.1f} |" for row in report[key]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.misses", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint .pt or exported .onnx")
+    parser.add_argument("--benchmark", required=True, type=Path,
+                        help="CamVid-Paste split folder (images/, labels/, manifest.json)")
+    parser.add_argument("--score", default="jsd", choices=sorted(SCORES), help="anomaly score (default jsd)")
+    parser.add_argument("--tpr", type=float, default=0.95, help="operating point (default 0.95, as FPR95)")
+    parser.add_argument("--backend", default="torch", choices=BACKEND_NAMES, help="inference backend")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="network input size")
+    parser.add_argument("--out", type=Path, help="also write the report as JSON here")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.tpr < 1.0:
+        parser.error(f"--tpr must be in (0, 1), got {args.tpr}")
+    try:
+        detector = Detector.from_model(args.model, backend=args.backend, score_names=(args.score,),
+                                       input_size=args.input_size)
+        report = analyse(detector, args.benchmark, args.score, args.tpr)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"training.misses: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(report))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
