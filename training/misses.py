@@ -112,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--tpr must be in (0, 1), got {args.tpr}")
     try:
         detector = Detector.from_model(args.model, backend=args.backend, score_names=(args.score,),
-                                       input_size=args.input_size)
+                                       input_size=tuple(args.input_size) if args.input_size else None)
         report = analyse(detector, args.benchmark, args.score, args.tpr)
     except (FileNotFoundError, ValueError) as exc:
         print(f"training.misses: error: {exc}", file=sys.stderr)
