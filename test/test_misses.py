@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _fixtures_backends import checkpoint  # noqa: F401  (pytest fixture)
-from training.misses import breakdown, main, object_index_map
+from training.misses import breakdown, false_alarms, main, object_index_map
 
 
 def test_breakdown_counts_the_pixels_below_the_tpr_threshold():
@@ -23,6 +23,16 @@ def test_breakdown_counts_the_pixels_below_the_tpr_threshold():
 def test_breakdown_refuses_an_empty_set():
     with pytest.raises(ValueError, match="no anomaly pixels"):
         breakdown(np.zeros(0, np.float32), np.zeros(0, int), ["a"], tpr=0.95)
+
+
+def test_false_alarms_count_inlier_pixels_at_or_above_the_threshold():
+    scores = np.array([0.1, 0.5, 0.6, 0.2, 0.9, 0.0], np.float32)
+    classes = np.array([0, 0, 0, 1, 1, 11])  # 11: a class outside the names (void) counts only in the total
+    report = false_alarms(scores, classes, ["road", "sky"], threshold=0.5)
+    assert (report["inlier_pixels"], report["false_alarm_pixels"]) == (6, 3) and report["fpr"] == 0.5
+    road, sky = report["groups"]
+    assert (road["name"], road["pixels"], road["share_of_false_alarms"]) == ("road", 3, pytest.approx(2 / 3))
+    assert (sky["false_alarm_rate"], sky["share_of_inlier"]) == (0.5, pytest.approx(2 / 6))
 
 
 def test_object_index_map_keeps_only_anomaly_pixels_inside_each_box():
@@ -51,6 +61,11 @@ def test_cli_on_camvid_paste_frames(checkpoint, camvid_paste_frames, tmp_path): 
     for key in ("by_category", "by_predicted_class"):
         assert sum(row["pixels"] for row in report[key]) == labels_total
         assert sum(row["share_of_missed"] for row in report[key]) == pytest.approx(1.0)
+    valid = sum(frame["valid_pixels"] for frame in manifest["frames"])
+    assert report["inlier_pixels"] == valid - labels_total
+    assert sum(row["pixels"] for row in report["false_alarms_by_true_class"]) == report["inlier_pixels"]
+    assert 0.0 <= report["fpr"] <= 1.0
+    assert report["false_alarm_pixels"] == round(report["fpr"] * report["inlier_pixels"])
 
 
 def test_cli_names_a_folder_without_manifest(checkpoint, tmp_path, capsys):  # noqa: F811

@@ -6,7 +6,9 @@ At TPR 95 % (the FPR95 operating point) the threshold is the 5th percentile of t
 all anomaly pixels; the pixels below it are "missed". The report breaks them down by the COCO
 category of the pasted object they belong to (from the benchmark's ``manifest.json``) and by
 the class the model predicts there, which tells a pasted-object failure (e.g. one animal read
-as vegetation) from a boundary effect. Prints a Markdown report; ``--out`` also writes JSON.
+as vegetation) from a boundary effect. The other side of FPR95, the inlier pixels at or above
+that threshold ("false alarms"), is broken down by their CamVid ground-truth class.
+Prints a Markdown report; ``--out`` also writes JSON.
 """
 
 import argparse
@@ -44,18 +46,34 @@ def breakdown(scores: np.ndarray, groups: np.ndarray, names: Sequence[str], tpr:
         raise ValueError("no anomaly pixels to analyse")
     threshold = float(np.quantile(scores, 1.0 - tpr))
     missed = scores < threshold
-    total_missed = max(int(missed.sum()), 1)
+    return {"threshold": threshold, "anomaly_pixels": int(scores.size), "missed_pixels": int(missed.sum()),
+            "groups": _group_rows(missed, groups, names, "anomaly", "missed", "miss_rate")}
+
+
+def false_alarms(scores: np.ndarray, groups: np.ndarray, names: Sequence[str], threshold: float) -> Dict:
+    """Inlier pixels scored at or above ``threshold``, by group (as ``breakdown`` for the misses)."""
+    if scores.size == 0:
+        raise ValueError("no inlier pixels to analyse")
+    alarm = scores >= threshold
+    return {"inlier_pixels": int(scores.size), "false_alarm_pixels": int(alarm.sum()),
+            "fpr": float(alarm.mean()),
+            "groups": _group_rows(alarm, groups, names, "inlier", "false_alarms", "false_alarm_rate")}
+
+
+def _group_rows(flagged: np.ndarray, groups: np.ndarray, names: Sequence[str], population: str, flag: str,
+                rate: str) -> List[Dict]:
+    """Per named group present: pixels, share of the population, share of the flagged, flag rate."""
+    total_flagged = max(int(flagged.sum()), 1)
     rows = []
     for number, name in enumerate(names):
         member = groups == number
         if member.any():
             rows.append({"name": name, "pixels": int(member.sum()),
-                         "share_of_anomaly": float(member.mean()),
-                         "share_of_missed": float((member & missed).sum() / total_missed),
-                         "miss_rate": float(missed[member].mean())})
-    rows.sort(key=lambda row: -row["share_of_missed"])
-    return {"threshold": threshold, "anomaly_pixels": int(scores.size), "missed_pixels": int(missed.sum()),
-            "groups": rows}
+                         f"share_of_{population}": float(member.mean()),
+                         f"share_of_{flag}": float((member & flagged).sum() / total_flagged),
+                         rate: float(flagged[member].mean())})
+    rows.sort(key=lambda row: -row[f"share_of_{flag}"])
+    return rows
 
 
 def analyse(detector: Detector, benchmark: Path, score: str, tpr: float, progress: bool = True) -> Dict:
@@ -67,9 +85,10 @@ def analyse(detector: Detector, benchmark: Path, score: str, tpr: float, progres
         raise ValueError(f"score {score!r} is not computed by this model; it has {detector.backend.score_names}")
     manifest = json.loads(manifest_path.read_text())
     categories = sorted({obj["category"] for frame in manifest["frames"] for obj in frame["objects"]})
-    scores, category_ids, predicted = [], [], []
+    scores, category_ids, predicted, inlier_scores, inlier_classes = [], [], [], [], []
     for frame in tqdm(manifest["frames"], desc="misses", unit="frame", disable=not progress):
         label = read_label(benchmark / "labels" / f"{frame['stem']}.png")
+        semantic = read_label(benchmark / "semantic" / f"{frame['stem']}.png")
         output = detector(read_rgb(benchmark / "images" / f"{frame['stem']}.png"))
         objects = object_index_map(label, frame["objects"])
         inside = objects >= 0
@@ -77,12 +96,19 @@ def analyse(detector: Detector, benchmark: Path, score: str, tpr: float, progres
         scores.append(output.scores[score][inside])
         category_ids.append(object_categories[objects[inside]] if inside.any() else np.zeros(0, np.int32))
         predicted.append(output.labels[inside])
-    scores, category_ids, predicted = (np.concatenate(a) for a in (scores, category_ids, predicted))
+        inlier = label == 0
+        inlier_scores.append(output.scores[score][inlier])
+        inlier_classes.append(semantic[inlier])
+    scores, category_ids, predicted, inlier_scores, inlier_classes = (
+        np.concatenate(a) for a in (scores, category_ids, predicted, inlier_scores, inlier_classes))
     by_category = breakdown(scores, category_ids, categories, tpr)
     by_class = breakdown(scores, predicted, detector.class_names, tpr)
+    alarms = false_alarms(inlier_scores, inlier_classes, detector.class_names, by_category["threshold"])
     return {"benchmark": str(benchmark), "score": score, "tpr": tpr, "threshold": by_category["threshold"],
             "anomaly_pixels": by_category["anomaly_pixels"], "missed_pixels": by_category["missed_pixels"],
-            "by_category": by_category["groups"], "by_predicted_class": by_class["groups"]}
+            "by_category": by_category["groups"], "by_predicted_class": by_class["groups"],
+            "inlier_pixels": alarms["inlier_pixels"], "false_alarm_pixels": alarms["false_alarm_pixels"],
+            "fpr": alarms["fpr"], "false_alarms_by_true_class": alarms["groups"]}
 
 
 def markdown(report: Dict) -> str:
@@ -94,6 +120,13 @@ def markdown(report: Dict) -> str:
         lines += [f"| {row['name']} | {row['pixels']} | {100 * row['share_of_anomaly']:.1f} | "
                   f"{100 * row['share_of_missed']:.1f} | {100 * row['miss_rate']:.1f} |" for row in report[key]]
         lines.append("")
+    lines += [f"False alarms at the same threshold: {report['false_alarm_pixels']} of {report['inlier_pixels']} "
+              f"inlier pixels (FPR {100 * report['fpr']:.2f} %).", "",
+              "| true class | pixels | share of inlier px (%) | share of false alarms (%) | false alarm rate (%) |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {row['name']} | {row['pixels']} | {100 * row['share_of_inlier']:.1f} | "
+              f"{100 * row['share_of_false_alarms']:.1f} | {100 * row['false_alarm_rate']:.1f} |"
+              for row in report["false_alarms_by_true_class"]]
     return "\n".join(lines)
 
 
