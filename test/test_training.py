@@ -1,5 +1,6 @@
 """NFlowJS training pieces and tiny end-to-end runs on real CamVid frames."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from dense_ood_ros.checkpoint import load_model
 from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
+from training.common import CsvLog
 from training.config import load_config
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
@@ -102,6 +104,14 @@ def _train(tmp_path, *overrides, torchrun=False, **popen):
                             **popen)
 
 
+def test_csv_log_resumed_with_new_columns_keeps_its_header(tmp_path):
+    path = tmp_path / "log.csv"
+    CsvLog(path, ["step", "loss"]).write(step=1, loss=0.5)
+    CsvLog(path, ["step", "loss", "added"]).write(step=2, loss=0.4, added=7)
+    with open(path, newline="") as stream:
+        assert list(csv.reader(stream)) == [["step", "loss"], ["1", "0.5"], ["2", "0.4"]]
+
+
 @needs_camvid
 @pytest.mark.slow
 def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
@@ -113,8 +123,10 @@ def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
         assert info["meta"]["stage"] == stage and 0 <= info["meta"]["test_miou"] <= 100
         assert (tmp_path / stage / "losses.png").is_file()
     assert (tmp_path / "flow" / "samples.png").is_file()
-    header = (tmp_path / "nflowjs" / "log.csv").read_text().splitlines()[0]
-    assert header.split(",")[2:5] == ["ce_loss", "jsd_loss", "bpd"]
+    with open(tmp_path / "nflowjs" / "log.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0])[2:6] == ["ce_loss", "jsd_loss", "bpd", "clipped"]
+    assert all(0.0 <= float(row["clipped"]) <= 1.0 for row in rows if row["step"])
     # a second run finds every stage finished and trains nothing
     proc = _train(tmp_path)
     out, _ = proc.communicate(timeout=120)

@@ -61,12 +61,18 @@ class DistributedContext:
 
 
 class CsvLog:
-    """Append rows to a CSV file (header written once); survives resume."""
+    """Append rows to a CSV file (header written once); survives resume.
+
+    A resumed log keeps the header it was started with: columns added since are not written.
+    """
 
     def __init__(self, path: Path, columns: Iterable[str]):
         self.path = path
         self.columns = list(columns)
-        if not path.exists():
+        if path.exists() and path.stat().st_size:
+            with open(path, newline="") as stream:
+                self.columns = next(csv.reader(stream))
+        else:
             with open(path, "w", newline="") as stream:
                 csv.writer(stream).writerow(self.columns)
 

@@ -275,7 +275,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         if not torch.isfinite(ce + jsd):
             tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch {patch_size}: "
                        "step skipped")
-            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan")}
+            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan"), "clipped": float("nan")}
         # Flow's share of the JSD term: gradient w.r.t. its samples only.
         (grad_samples,) = torch.autograd.grad(cfg.flow_jsd_weight * jsd, samples_leaf, retain_graph=True)
         optimizer.zero_grad(set_to_none=True)
@@ -287,11 +287,14 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         ctx.average_gradients(flow)
         torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
         flow_optimizer.step()
-        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item()}
+        # Share of sample pixels clipped to black or white: rises when the flow drifts off the
+        # inlier manifold to easy negatives instead of staying at its border.
+        clipped = ((samples <= 0.0) | (samples >= 1.0)).float().mean()
+        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item(), "clipped": clipped.item()}
 
     path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs,
                                {"model": optimizer, "flow": flow_optimizer}, {"model": model, "flow": flow},
-                               step, ["ce_loss", "jsd_loss", "bpd"], cfg.eval_every,
+                               step, ["ce_loss", "jsd_loss", "bpd", "clipped"], cfg.eval_every,
                                {"init_model": str(init_model), "init_flow": str(init_flow)})
     if ctx.is_main:
         save_state(stage_dir / "flow.pt", {"flow": flow.state_dict()})
