@@ -17,6 +17,8 @@ from training.common import CsvLog
 from training.config import load_config
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
+from training.plots import main as plots_main, plot_flow_samples
+from training.stages import flow_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
@@ -102,6 +104,28 @@ def _train(tmp_path, *overrides, torchrun=False, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
+
+
+def test_flow_samples_plot_measures_clipped_pixels(tmp_path):
+    class HalfBlackFlow:
+        def sample(self, count, height, width, temperature, generator):
+            samples = torch.full((count, 3, height, width), 0.5)
+            samples[:, :, : height // 2] = 0.0
+            return samples
+
+    assert plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8), count=2) == [0.5, 0.5]
+
+
+def test_flow_samples_cli_on_a_saved_flow(tmp_path, capsys):
+    flow = flow_from_config(load_config(CONFIG))
+    torch.save({"flow": flow.state_dict()}, tmp_path / "flow.pt")
+    plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "flow.pt"), "--out", str(tmp_path / "s.png")])
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert "clipped pixels:" in capsys.readouterr().out
+    torch.save({"model": {}}, tmp_path / "model.pt")
+    with pytest.raises(SystemExit):
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "model.pt"), "--out", str(tmp_path / "x.png")])
+    assert "is not a saved flow" in capsys.readouterr().err
 
 
 def test_csv_log_resumed_with_new_columns_keeps_its_header(tmp_path):

@@ -24,7 +24,8 @@ def main(argv=None) -> None:
     parser.add_argument("--scores", nargs="+", required=True, help="one score per model, same order")
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=4)
+    parser.add_argument("--count", type=int, default=4, help="frames, evenly spaced over the sorted images")
+    parser.add_argument("--stems", nargs="+", help="these frames (file stems) instead of --count evenly spaced")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if len(args.scores) != len(args.models):
@@ -34,7 +35,14 @@ def main(argv=None) -> None:
     images = sorted(args.images.glob("*.png"))
     if not images:
         parser.error(f"no PNG images in {args.images}")
-    chosen = [images[i] for i in np.linspace(0, len(images) - 1, args.count).astype(int)]
+    if args.stems:
+        by_stem = {path.stem: path for path in images}
+        unknown = [stem for stem in args.stems if stem not in by_stem]
+        if unknown:
+            parser.error(f"--stems not found in {args.images}: {', '.join(unknown)}")
+        chosen = [by_stem[stem] for stem in args.stems]
+    else:
+        chosen = [images[i] for i in np.linspace(0, len(images) - 1, args.count).astype(int)]
     columns = 2 + len(detectors)
     fig, axes = plt.subplots(len(chosen), columns, figsize=(3.2 * columns, 2.5 * len(chosen)), squeeze=False)
     for row, path in enumerate(chosen):

@@ -1,7 +1,15 @@
-"""Loss curves from a stage's CSV log."""
+"""Training plots: loss curves from a stage's CSV log, and a grid of flow samples.
 
+Re-plot the samples of a saved flow (also prints how many sample pixels are clipped):
+
+    python -m training.plots --config training/configs/camvid_nflowjs.yaml \
+        --flow runs/camvid/nflowjs/flow.pt --out samples.png
+"""
+
+import argparse
 import csv
 from pathlib import Path
+from typing import List, Optional
 
 import matplotlib
 
@@ -38,20 +46,55 @@ def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
 
 
 def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
-                      patch_size=(64, 64), count: int = 16) -> None:
-    """A grid of flow samples at two temperatures (``temperature`` and 0.7 of it)."""
+                      patch_size=(64, 64), count: int = 16) -> List[float]:
+    """A grid of flow samples at two temperatures (``temperature`` and 0.7 of it).
+
+    Returns, per row, the share of sample pixels clipped to black or white: a flow that has
+    drifted to easy, saturated negatives shows it here before it shows in the metrics.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    temperatures = (temperature, 0.7 * temperature)
     with torch.no_grad():
-        rows = [flow.sample(count, *patch_size, temperature=t, generator=generator)
-                for t in (temperature, 0.7 * temperature)]
+        rows = [flow.sample(count, *patch_size, temperature=t, generator=generator) for t in temperatures]
+    clipped = [float(((samples <= 0.0) | (samples >= 1.0)).float().mean()) for samples in rows]
     fig, axes = plt.subplots(2, count, figsize=(count * 0.9, 2.3))
-    for r, (samples, t) in enumerate(zip(rows, (temperature, 0.7 * temperature))):
+    for r, (samples, t) in enumerate(zip(rows, temperatures)):
         for c in range(count):
             axes[r, c].imshow(samples[c].permute(1, 2, 0).numpy())
             axes[r, c].axis("off")
-        axes[r, 0].set_title(f"T={t:.2f}", fontsize=7, loc="left")
+        axes[r, 0].set_title(f"T={t:.2f}: {100 * clipped[r]:.0f} % of pixels clipped to black/white", fontsize=7,
+                             loc="left")
     fig.suptitle("normalizing-flow samples (synthetic negatives)", fontsize=9)
     fig.savefig(png_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return clipped
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    from training.common import load_state
+    from training.config import load_config
+    from training.stages import flow_from_config
+
+    parser = argparse.ArgumentParser(prog="python -m training.plots", description="Re-plot a saved flow's samples.")
+    parser.add_argument("--config", type=Path, required=True, help="training config (the flow's architecture)")
+    parser.add_argument("--flow", type=Path, required=True, help="flow.pt of a flow or nflowjs stage")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    state = load_state(args.flow)
+    if state is None or "flow" not in state:
+        parser.error(f"{args.flow} is not a saved flow (expected a flow.pt with a 'flow' state)")
+    flow = flow_from_config(load_config(args.config))
+    flow.load_state_dict(state["flow"])
+    flow.eval()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    clipped = plot_flow_samples(flow, args.out, seed=args.seed, temperature=args.temperature)
+    print(f"wrote {args.out}; clipped pixels: {100 * clipped[0]:.1f} % at T={args.temperature:.2f}, "
+          f"{100 * clipped[1]:.1f} % at T={0.7 * args.temperature:.2f}")
+
+
+if __name__ == "__main__":
+    main()

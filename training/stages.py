@@ -54,7 +54,8 @@ def _set_epoch(epoch: int, seed: int, dataset, sampler, generator) -> None:
     generator.manual_seed(seed + epoch)
 
 
-def _flow_from(config: TrainConfig) -> Glow:
+def flow_from_config(config: TrainConfig) -> Glow:
+    """The Glow flow the config's ``flow`` section describes (untrained)."""
     f = config.flow
     return Glow(num_levels=f.levels, steps_per_level=f.steps_per_level, hidden=f.hidden, seed=config.seed)
 
@@ -180,7 +181,7 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
         return flow_path
     seed_everything(config.seed)
     cfg = config.flow
-    flow = _flow_from(config)
+    flow = flow_from_config(config)
     patch = (cfg.patch_size, cfg.patch_size)
     dataset, sampler, generator, loader = _train_loader(config, ctx, patch, cfg.batch_size)
     optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
@@ -250,7 +251,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
     init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
     model, _ = load_model(init_model)
-    flow = _flow_from(config)
+    flow = flow_from_config(config)
     flow_state = load_state(init_flow)
     if flow_state is None:
         raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} not found")
