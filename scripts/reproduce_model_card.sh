@@ -25,6 +25,9 @@ done
 $PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
   --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
   --out "$OUT/anomaly_maps.png"
+$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
+  --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
+  --stems Seq05VD_f03060 Seq05VD_f04290 Seq05VD_f02160 --out "$OUT/failure_modes.png"
 for split in val test; do
   $PY -m training.misses --model models/default.pt --benchmark "data_generated/camvid_paste/$split" \
     --out "$OUT/default/misses_$split.json"
