@@ -54,11 +54,13 @@ def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
     """
     import torch
 
+    from training.flows.glow import clipped_share
+
     generator = torch.Generator().manual_seed(seed)
     temperatures = (temperature, 0.7 * temperature)
     with torch.no_grad():
         rows = [flow.sample(count, *patch_size, temperature=t, generator=generator) for t in temperatures]
-    clipped = [float(((samples <= 0.0) | (samples >= 1.0)).float().mean()) for samples in rows]
+    clipped = [clipped_share(samples) for samples in rows]
     fig, axes = plt.subplots(2, count, figsize=(count * 0.9, 2.3))
     for r, (samples, t) in enumerate(zip(rows, temperatures)):
         for c in range(count):

@@ -19,7 +19,7 @@ from training.common import (CsvLog, DistributedContext, Timer, evaluate_segment
                              save_state, seed_everything)
 from training.config import TrainConfig
 from training.data.camvid import CamVid
-from training.flows.glow import Glow
+from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
 from training.plots import plot_flow_samples, plot_losses
@@ -288,10 +288,8 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         ctx.average_gradients(flow)
         torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
         flow_optimizer.step()
-        # Share of sample pixels clipped to black or white: rises when the flow drifts off the
-        # inlier manifold to easy negatives instead of staying at its border.
-        clipped = ((samples <= 0.0) | (samples >= 1.0)).float().mean()
-        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item(), "clipped": clipped.item()}
+        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item(),
+                "clipped": clipped_share(samples.detach())}
 
     path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs,
                                {"model": optimizer, "flow": flow_optimizer}, {"model": model, "flow": flow},

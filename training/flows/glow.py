@@ -36,6 +36,12 @@ def unsqueeze(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, c // 4, h * 2, w * 2)
 
 
+def clipped_share(samples: torch.Tensor) -> float:
+    """Share of sample values at the [0, 1] clamp: rises when the flow drifts off the inlier
+    manifold to saturated, easy negatives instead of staying at its border."""
+    return float(((samples <= 0.0) | (samples >= 1.0)).float().mean())
+
+
 def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
     """Sum of standard-normal log-densities per sample."""
     return (-0.5 * (z ** 2 + math.log(2 * math.pi))).flatten(1).sum(1)
