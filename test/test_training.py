@@ -126,6 +126,9 @@ def test_flow_samples_cli_on_a_saved_flow(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "model.pt"), "--out", str(tmp_path / "x.png")])
     assert "is not a saved flow" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "absent.pt"), "--out", str(tmp_path / "x.png")])
+    assert "absent.pt not found" in capsys.readouterr().err
 
 
 def test_csv_log_resumed_with_new_columns_keeps_its_header(tmp_path):

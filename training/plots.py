@@ -87,7 +87,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     state = load_state(args.flow)
-    if state is None or "flow" not in state:
+    if state is None:
+        parser.error(f"--flow {args.flow} not found")
+    if "flow" not in state:
         parser.error(f"{args.flow} is not a saved flow (expected a flow.pt with a 'flow' state)")
     flow = flow_from_config(load_config(args.config))
     flow.load_state_dict(state["flow"])
