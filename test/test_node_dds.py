@@ -95,14 +95,16 @@ def test_outputs_have_the_size_of_a_non_native_input(client, camvid_frame):
 
 
 def wait_for_status(client, statuses, condition, timeout_s, publish=None):
-    """Spin until a received DiagnosticStatus meets ``condition`` (calling ``publish`` meanwhile)."""
+    """Spin until a DiagnosticStatus received from now on meets ``condition`` (calling ``publish``
+    meanwhile). Statuses already in ``statuses`` describe an earlier state and are not considered."""
+    first_new = len(statuses)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if publish is not None:
             publish()
         for _ in range(10):
             client.spin_once()
-        for status in statuses:
+        for status in statuses[first_new:]:
             if condition(status, {kv.key: kv.value for kv in status.values}):
                 return status, {kv.key: kv.value for kv in status.values}
     raise AssertionError(f"no matching diagnostics within {timeout_s} s; last: {statuses[-1:] or 'none'}")
