@@ -16,7 +16,7 @@ from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
 from training.common import CsvLog
 from training.config import load_config
 from training.losses import inlier_cross_entropy, negative_jsd_loss
-from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
+from training.pasting import crop_patches, paste_patches, sample_flow_size, sample_locations, sample_patch_size
 from training.plots import main as plots_main, plot_flow_samples
 from training.stages import flow_from_config
 
@@ -67,6 +67,18 @@ def test_patch_sizes_follow_the_paper_scaled_to_the_crop():
     assert len(set(sizes)) > 30 and any(h != w for h, w in sizes)  # rectangles too
 
 
+def test_flow_sample_sizes_are_the_patch_scaled_down():
+    rng = np.random.default_rng(0)
+    assert sample_flow_size(rng, (80, 24), [1], 8) == (80, 24)
+    assert sample_flow_size(rng, (96, 24), [4], 8) == (24, 8)  # 6 -> at least 8
+    assert sample_flow_size(rng, (8, 8), [4], 8) == (8, 8)
+    sizes = {sample_flow_size(rng, (80, 48), [1, 2, 4], 8) for _ in range(100)}
+    assert sizes == {(80, 48), (40, 24), (16, 16)}
+    state = rng.bit_generator.state
+    sample_flow_size(rng, (80, 48), [2], 8)
+    assert rng.bit_generator.state == state  # one scale draws nothing: runs without the option reproduce
+
+
 def test_pasting_keeps_labels_consistent():
     rng = np.random.default_rng(1)
     images = torch.rand(3, 3, 32, 48) * 255
@@ -95,6 +107,9 @@ def test_config_errors_name_the_key():
         load_config(CONFIG, {"ce.epochs": "many"})
     with pytest.raises(ValueError, match="stages"):
         load_config(CONFIG, {"stages": ["ce", "gan"]})
+    for bad in ([], [0, 2], 2, [1.5]):
+        with pytest.raises(ValueError, match="nflowjs.sample_scales"):
+            load_config(CONFIG, {"nflowjs.sample_scales": bad})
 
 
 def _train(tmp_path, *overrides, torchrun=False, **popen):
@@ -158,6 +173,19 @@ def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
     proc = _train(tmp_path)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.count("finished already") == 3, out
+
+
+@needs_camvid
+@pytest.mark.slow
+def test_nflowjs_with_coarse_flow_samples(tmp_path):
+    """sample_scales: the flow samples at half size, upsampled; its likelihood sees the patch downsampled."""
+    proc = _train(tmp_path, "nflowjs.sample_scales=[2]", "data.crop_size=[128,128]", "nflowjs.reference_crop=256")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    with open(tmp_path / "nflowjs" / "log.csv", newline="") as stream:
+        rows = [row for row in csv.DictReader(stream) if row["step"]]
+    assert rows and all(np.isfinite(float(row["bpd"])) and np.isfinite(float(row["jsd_loss"])) for row in rows)
+    load_model(tmp_path / "nflowjs" / "model.pt")
 
 
 @needs_camvid

@@ -65,6 +65,9 @@ class NFlowJSStageConfig:
     side_range: Tuple[int, int] = (16, 216)
     side_step: int = 8
     reference_crop: int = 768
+    # The flow samples each negative at 1/s of its size, s drawn from these, then upsampled
+    # bilinearly (its likelihood term sees the replaced inlier patch at the same 1/s). [1]: the paper.
+    sample_scales: List[int] = field(default_factory=lambda: [1])
     eval_every: int = 2
 
 
@@ -130,4 +133,9 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
     bad = [s for s in config.stages if s not in KNOWN_STAGES]
     if bad:
         raise ValueError(f"config key 'stages' has unknown stage(s) {bad}; known: {list(KNOWN_STAGES)}")
+    scales = config.nflowjs.sample_scales
+    if not isinstance(scales, list) or not scales or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                             and s >= 1 for s in scales):
+        raise ValueError(f"config key 'nflowjs.sample_scales' must be a non-empty list of integers >= 1, "
+                         f"got {scales!r}")
     return config

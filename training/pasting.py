@@ -1,6 +1,6 @@
 """Pasting synthetic negative patches into inlier images (NFlowJS training)."""
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,18 @@ def sample_patch_size(rng: np.random.Generator, crop_size: Tuple[int, int], side
         side = int(round(rng.choice(sides) * scale / multiple)) * multiple
         size.append(int(np.clip(side, multiple, limit - limit % multiple)))
     return size[0], size[1]
+
+
+def sample_flow_size(rng: np.random.Generator, patch_size: Tuple[int, int], scales: Sequence[int],
+                     multiple: int) -> Tuple[int, int]:
+    """The (height, width) the flow samples a negative at before it is upsampled to ``patch_size``.
+
+    Draws a scale ``s`` from ``scales`` and returns ``patch_size / s`` rounded to a multiple of
+    ``multiple``, at least ``multiple`` and at most the patch. ``s = 1`` is the paper's full-resolution
+    sample; ``s > 1`` gives the coarse structure a small flow cannot produce at full resolution.
+    """
+    scale = int(rng.choice(scales)) if len(scales) > 1 else scales[0]  # one scale: no draw, same stream
+    return tuple(int(min(side, max(multiple, round(side / scale / multiple) * multiple))) for side in patch_size)
 
 
 def sample_locations(rng: np.random.Generator, batch: int, crop_size: Tuple[int, int],

@@ -21,7 +21,8 @@ from training.config import TrainConfig
 from training.data.camvid import CamVid
 from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
-from training.pasting import crop_patches, paste_patches, sample_locations, sample_patch_size
+from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
+                              sample_patch_size)
 from training.plots import plot_flow_samples, plot_losses
 
 
@@ -237,7 +238,8 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     """Joint fine-tuning of classifier and flow with synthetic negatives pasted into inlier crops.
 
     Per step: one patch size (h, w) for the batch (drawn as in the paper, scaled to the crop),
-    one uniform location per image. The classifier minimises CE on inlier pixels + lambda *
+    one uniform location per image, one sampling scale s (the flow samples at (h, w) / s,
+    upsampled bilinearly; s = 1 unless ``sample_scales`` says otherwise). The classifier minimises CE on inlier pixels + lambda *
     JSD(P || U) on pasted pixels; the flow minimises bits/dim of the inlier patches the
     negatives replaced + lambda_flow * the same JSD term, whose gradient reaches the flow
     through the (differentiable) sampling path. Each network gets only its own objective's
@@ -267,7 +269,10 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step, cfg.reference_crop,
                                        flow.size_multiple)
         locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
-        samples = flow.sample(images.shape[0], *patch_size, temperature=cfg.temperature)
+        flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
+        samples = flow.sample(images.shape[0], *flow_size, temperature=cfg.temperature)
+        if flow_size != patch_size:
+            samples = F.interpolate(samples, size=patch_size, mode="bilinear", align_corners=False)
         samples_leaf = samples.detach().requires_grad_(True)
         pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations, IGNORE_INDEX)
         logits = ddp_model(normalize.normalize_nchw(pasted))
@@ -282,7 +287,10 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         optimizer.zero_grad(set_to_none=True)
         (ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
         optimizer.step()
-        bpd = flow.bits_per_dim(crop_patches(images, locations, patch_size))
+        inlier_patches = crop_patches(images, locations, patch_size)
+        if flow_size != patch_size:
+            inlier_patches = F.interpolate(inlier_patches, size=flow_size, mode="area")
+        bpd = flow.bits_per_dim(inlier_patches)
         flow_optimizer.zero_grad(set_to_none=True)
         ((samples * grad_samples).sum() + bpd).backward()
         ctx.average_gradients(flow)
