@@ -129,6 +129,10 @@ def test_flow_samples_plot_measures_clipped_pixels(tmp_path):
             return samples
 
     assert plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8), count=2) == [0.5, 0.5]
+    # a row at 1/2 size is upsampled bilinearly: the black/grey edge blurs, fewer pixels stay black
+    clipped = plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8), count=2,
+                                scales=[1, 2])
+    assert clipped[:2] == [0.5, 0.5] and 0.0 < clipped[2] < 0.5
 
 
 def test_flow_samples_cli_on_a_saved_flow(tmp_path, capsys):

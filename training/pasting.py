@@ -33,6 +33,11 @@ def sample_flow_size(rng: np.random.Generator, patch_size: Tuple[int, int], scal
     sample; ``s > 1`` gives the coarse structure a small flow cannot produce at full resolution.
     """
     scale = int(rng.choice(scales)) if len(scales) > 1 else scales[0]  # one scale: no draw, same stream
+    return flow_size_at_scale(patch_size, scale, multiple)
+
+
+def flow_size_at_scale(patch_size: Tuple[int, int], scale: int, multiple: int) -> Tuple[int, int]:
+    """``patch_size / scale`` rounded to a multiple of ``multiple``, at least ``multiple``, at most the patch."""
     return tuple(int(min(side, max(multiple, round(side / scale / multiple) * multiple))) for side in patch_size)
 
 

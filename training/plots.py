@@ -9,7 +9,7 @@ Re-plot the samples of a saved flow (also prints how many sample pixels are clip
 import argparse
 import csv
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import matplotlib
 
@@ -46,28 +46,37 @@ def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
 
 
 def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
-                      patch_size=(64, 64), count: int = 16) -> List[float]:
-    """A grid of flow samples at two temperatures (``temperature`` and 0.7 of it).
+                      patch_size=(64, 64), count: int = 16, scales: Sequence[int] = (1,)) -> List[float]:
+    """A grid of flow samples at two temperatures (``temperature`` and 0.7 of it), plus one row
+    per sampling scale s > 1 (sampled at 1/s of ``patch_size``, upsampled, as nflowjs pastes them).
 
     Returns, per row, the share of sample pixels clipped to black or white: a flow that has
     drifted to easy, saturated negatives shows it here before it shows in the metrics.
     """
     import torch
+    import torch.nn.functional as F
 
     from training.flows.glow import clipped_share
+    from training.pasting import flow_size_at_scale
 
     generator = torch.Generator().manual_seed(seed)
-    temperatures = (temperature, 0.7 * temperature)
+    specs = [(temperature, 1), (0.7 * temperature, 1)] + [(temperature, s) for s in scales if s > 1]
+    rows = []
     with torch.no_grad():
-        rows = [flow.sample(count, *patch_size, temperature=t, generator=generator) for t in temperatures]
+        for t, scale in specs:
+            size = flow_size_at_scale(patch_size, scale, getattr(flow, "size_multiple", 1))
+            samples = flow.sample(count, *size, temperature=t, generator=generator)
+            rows.append(F.interpolate(samples, size=patch_size, mode="bilinear", align_corners=False)
+                        if tuple(size) != tuple(patch_size) else samples)
     clipped = [clipped_share(samples) for samples in rows]
-    fig, axes = plt.subplots(2, count, figsize=(count * 0.9, 2.3))
-    for r, (samples, t) in enumerate(zip(rows, temperatures)):
+    fig, axes = plt.subplots(len(rows), count, figsize=(count * 0.9, 1.15 * len(rows)), squeeze=False)
+    for r, (samples, (t, scale)) in enumerate(zip(rows, specs)):
         for c in range(count):
             axes[r, c].imshow(samples[c].permute(1, 2, 0).numpy())
             axes[r, c].axis("off")
-        axes[r, 0].set_title(f"T={t:.2f}: {100 * clipped[r]:.0f} % of pixels clipped to black/white", fontsize=7,
-                             loc="left")
+        where = f", sampled at 1/{scale} size" if scale > 1 else ""
+        axes[r, 0].set_title(f"T={t:.2f}{where}: {100 * clipped[r]:.0f} % of pixels clipped to black/white",
+                             fontsize=7, loc="left")
     fig.suptitle("normalizing-flow samples (synthetic negatives)", fontsize=9)
     fig.savefig(png_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -91,13 +100,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"--flow {args.flow} not found")
     if "flow" not in state:
         parser.error(f"{args.flow} is not a saved flow (expected a flow.pt with a 'flow' state)")
-    flow = flow_from_config(load_config(args.config))
+    config = load_config(args.config)
+    flow = flow_from_config(config)
     flow.load_state_dict(state["flow"])
     flow.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    clipped = plot_flow_samples(flow, args.out, seed=args.seed, temperature=args.temperature)
+    clipped = plot_flow_samples(flow, args.out, seed=args.seed, temperature=args.temperature,
+                                scales=config.nflowjs.sample_scales)
+    coarse = "".join(f", {100 * c:.1f} % at 1/{s} size" for c, s in
+                     zip(clipped[2:], [s for s in config.nflowjs.sample_scales if s > 1]))
     print(f"wrote {args.out}; clipped pixels: {100 * clipped[0]:.1f} % at T={args.temperature:.2f}, "
-          f"{100 * clipped[1]:.1f} % at T={0.7 * args.temperature:.2f}")
+          f"{100 * clipped[1]:.1f} % at T={0.7 * args.temperature:.2f}{coarse}")
 
 
 if __name__ == "__main__":

@@ -305,7 +305,8 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
                                {"init_model": str(init_model), "init_flow": str(init_flow)})
     if ctx.is_main:
         save_state(stage_dir / "flow.pt", {"flow": flow.state_dict()})
-        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed, temperature=cfg.temperature)
+        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed, temperature=cfg.temperature,
+                          scales=cfg.sample_scales)
     return path
 
 
