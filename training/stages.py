@@ -239,10 +239,10 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
 
     Per step: one patch size (h, w) for the batch (drawn as in the paper, scaled to the crop),
     one uniform location per image, one sampling scale s (the flow samples at (h, w) / s,
-    upsampled bilinearly; s = 1 unless ``sample_scales`` says otherwise). The classifier minimises CE on inlier pixels + lambda *
-    JSD(P || U) on pasted pixels; the flow minimises bits/dim of the inlier patches the
-    negatives replaced + lambda_flow * the same JSD term, whose gradient reaches the flow
-    through the (differentiable) sampling path. Each network gets only its own objective's
+    upsampled bilinearly; s = 1 unless ``sample_scales`` says otherwise). The classifier
+    minimises CE on inlier pixels + lambda * JSD(P || U) on pasted pixels; the flow minimises
+    bits/dim of the inlier patches the negatives replaced (at the same 1/s) + lambda_flow * the
+    same JSD term, whose gradient reaches the flow through the (differentiable) sampling path. Each network gets only its own objective's
     gradient (the flow never sees the classifier's cross-entropy).
     """
     stage_dir, model_path, finished = _stage_output(config, ctx, "nflowjs", "model.pt")
@@ -288,7 +288,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         (ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
         optimizer.step()
         inlier_patches = crop_patches(images, locations, patch_size)
-        if flow_size != patch_size:
+        if flow_size != patch_size:  # area means are not integers; the dequantisation noise still spans [v, v + 1)
             inlier_patches = F.interpolate(inlier_patches, size=flow_size, mode="area")
         bpd = flow.bits_per_dim(inlier_patches)
         flow_optimizer.zero_grad(set_to_none=True)
