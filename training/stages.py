@@ -242,8 +242,9 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     upsampled bilinearly; s = 1 unless ``sample_scales`` says otherwise). The classifier
     minimises CE on inlier pixels + lambda * JSD(P || U) on pasted pixels; the flow minimises
     bits/dim of the inlier patches the negatives replaced (at the same 1/s) + lambda_flow * the
-    same JSD term, whose gradient reaches the flow through the (differentiable) sampling path. Each network gets only its own objective's
-    gradient (the flow never sees the classifier's cross-entropy).
+    same JSD term, whose gradient reaches the flow through the (differentiable) sampling path.
+    Each network gets only its own objective's gradient (the flow never sees the classifier's
+    cross-entropy).
     """
     stage_dir, model_path, finished = _stage_output(config, ctx, "nflowjs", "model.pt")
     if finished:
