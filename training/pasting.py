@@ -1,9 +1,10 @@
 """Pasting synthetic negative patches into inlier images (NFlowJS training)."""
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def sample_patch_size(rng: np.random.Generator, crop_size: Tuple[int, int], side_range: Tuple[int, int],
@@ -39,6 +40,16 @@ def sample_flow_size(rng: np.random.Generator, patch_size: Tuple[int, int], scal
 def flow_size_at_scale(patch_size: Tuple[int, int], scale: int, multiple: int) -> Tuple[int, int]:
     """``patch_size / scale`` rounded to a multiple of ``multiple``, at least ``multiple``, at most the patch."""
     return tuple(int(min(side, max(multiple, round(side / scale / multiple) * multiple))) for side in patch_size)
+
+
+def sample_negatives(flow, count: int, flow_size: Tuple[int, int], patch_size: Tuple[int, int],
+                     temperature: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``count`` flow samples drawn at ``flow_size`` and upsampled bilinearly to ``patch_size``
+    (N, 3, h, w) in [0, 1], differentiable w.r.t. the flow: the negatives as nflowjs pastes them."""
+    samples = flow.sample(count, *flow_size, temperature=temperature, generator=generator)
+    if tuple(flow_size) == tuple(patch_size):
+        return samples
+    return F.interpolate(samples, size=patch_size, mode="bilinear", align_corners=False)
 
 
 def sample_locations(rng: np.random.Generator, batch: int, crop_size: Tuple[int, int],

@@ -54,10 +54,9 @@ def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
     drifted to easy, saturated negatives shows it here before it shows in the metrics.
     """
     import torch
-    import torch.nn.functional as F
 
     from training.flows.glow import clipped_share
-    from training.pasting import flow_size_at_scale
+    from training.pasting import flow_size_at_scale, sample_negatives
 
     generator = torch.Generator().manual_seed(seed)
     specs = [(temperature, 1), (0.7 * temperature, 1)] + [(temperature, s) for s in scales if s > 1]
@@ -65,9 +64,7 @@ def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
     with torch.no_grad():
         for t, scale in specs:
             size = flow_size_at_scale(patch_size, scale, getattr(flow, "size_multiple", 1))
-            samples = flow.sample(count, *size, temperature=t, generator=generator)
-            rows.append(F.interpolate(samples, size=patch_size, mode="bilinear", align_corners=False)
-                        if tuple(size) != tuple(patch_size) else samples)
+            rows.append(sample_negatives(flow, count, size, patch_size, t, generator))
     clipped = [clipped_share(samples) for samples in rows]
     fig, axes = plt.subplots(len(rows), count, figsize=(count * 0.9, 1.15 * len(rows)), squeeze=False)
     for r, (samples, (t, scale)) in enumerate(zip(rows, specs)):

@@ -22,7 +22,7 @@ from training.data.camvid import CamVid
 from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
-                              sample_patch_size)
+                              sample_negatives, sample_patch_size)
 from training.plots import plot_flow_samples, plot_losses
 
 
@@ -271,9 +271,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
                                        flow.size_multiple)
         locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
         flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
-        samples = flow.sample(images.shape[0], *flow_size, temperature=cfg.temperature)
-        if flow_size != patch_size:
-            samples = F.interpolate(samples, size=patch_size, mode="bilinear", align_corners=False)
+        samples = sample_negatives(flow, images.shape[0], flow_size, patch_size, cfg.temperature)
         samples_leaf = samples.detach().requires_grad_(True)
         pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations, IGNORE_INDEX)
         logits = ddp_model(normalize.normalize_nchw(pasted))
