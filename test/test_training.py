@@ -107,6 +107,9 @@ def test_config_errors_name_the_key():
         load_config(CONFIG, {"ce.epochs": "many"})
     with pytest.raises(ValueError, match="stages"):
         load_config(CONFIG, {"stages": ["ce", "gan"]})
+    for key, bad in (("data.scale_range", [1.25, 0.75]), ("flow.scale_range", [0, 1])):
+        with pytest.raises(ValueError, match=key):
+            load_config(CONFIG, {key: bad})
     for bad in ([], [0, 2], 2, [1.5]):
         with pytest.raises(ValueError, match="nflowjs.sample_scales"):
             load_config(CONFIG, {"nflowjs.sample_scales": bad})
@@ -193,14 +196,15 @@ def test_nflowjs_with_coarse_flow_samples(tmp_path):
 
 
 @needs_camvid
-def test_flow_pretraining_is_deterministic(tmp_path):
+def test_flow_pretraining_is_deterministic_and_follows_its_scale_range(tmp_path):
     runs = []
-    for name in ("a", "b"):
-        proc = _train(tmp_path / name, "stages=[flow]")
+    for name, scales in (("a", "[0.75,1.25]"), ("b", "[0.75,1.25]"), ("coarse", "[0.25,0.25]")):
+        proc = _train(tmp_path / name, "stages=[flow]", f"flow.scale_range={scales}")
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         runs.append(torch.load(tmp_path / name / "flow" / "flow.pt", weights_only=True)["flow"])
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
 @needs_camvid

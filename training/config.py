@@ -44,6 +44,7 @@ class FlowConfig:
     hidden: int = 64
     pretrain_steps: int = 1500
     patch_size: int = 32
+    scale_range: Tuple[float, float] = (0.75, 1.25)  # image resize factors the patches are cropped at
     batch_size: int = 32
     lr: float = 1e-3
     checkpoint_every: int = 100
@@ -133,6 +134,10 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
     bad = [s for s in config.stages if s not in KNOWN_STAGES]
     if bad:
         raise ValueError(f"config key 'stages' has unknown stage(s) {bad}; known: {list(KNOWN_STAGES)}")
+    for key, (low, high) in (("data.scale_range", config.data.scale_range),
+                             ("flow.scale_range", config.flow.scale_range)):
+        if not 0 < low <= high:
+            raise ValueError(f"config key '{key}' must be [low, high] with 0 < low <= high, got {[low, high]}")
     scales = config.nflowjs.sample_scales
     if not isinstance(scales, list) or not scales or not all(isinstance(s, int) and not isinstance(s, bool)
                                                              and s >= 1 for s in scales):

@@ -37,9 +37,9 @@ def _classifier_optimizer(model, lr: float, encoder_factor: float, weight_decay:
                               {"params": decoder, "lr": lr, "weight_decay": weight_decay}])
 
 
-def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int):
+def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int, scale_range=None):
     data = config.data
-    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=data.scale_range,
+    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=scale_range or data.scale_range,
                      limit=data.limit_train, seed=config.seed)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
@@ -176,7 +176,11 @@ def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
 # --------------------------------------------------------------------------- flow pre-training
 
 def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
-    """Maximum-likelihood (bits/dim) pre-training of the flow on random inlier patches."""
+    """Maximum-likelihood (bits/dim) pre-training of the flow on random inlier patches.
+
+    The patches are cropped from training images resized by a factor drawn from ``flow.scale_range``;
+    factors below 1 show the flow coarser content, which coarse negatives (``sample_scales``) sample.
+    """
     stage_dir, flow_path, finished = _stage_output(config, ctx, "flow", "flow.pt")
     if finished:
         return flow_path
@@ -184,7 +188,7 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
     cfg = config.flow
     flow = flow_from_config(config)
     patch = (cfg.patch_size, cfg.patch_size)
-    dataset, sampler, generator, loader = _train_loader(config, ctx, patch, cfg.batch_size)
+    dataset, sampler, generator, loader = _train_loader(config, ctx, patch, cfg.batch_size, cfg.scale_range)
     optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
     state_path = stage_dir / "last.pt"
     state = load_state(state_path)
