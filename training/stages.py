@@ -37,9 +37,9 @@ def _classifier_optimizer(model, lr: float, encoder_factor: float, weight_decay:
                               {"params": decoder, "lr": lr, "weight_decay": weight_decay}])
 
 
-def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int, scale_range=None):
+def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int, scale_range):
     data = config.data
-    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=scale_range or data.scale_range,
+    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=scale_range,
                      limit=data.limit_train, seed=config.seed)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
@@ -84,7 +84,8 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
     stage_dir = Path(config.output_dir) / stage
     model_path = stage_dir / "model.pt"
     state_path = stage_dir / "last.pt"
-    dataset, sampler, generator, loader = _train_loader(config, ctx, config.data.crop_size, config.data.batch_size)
+    dataset, sampler, generator, loader = _train_loader(config, ctx, config.data.crop_size, config.data.batch_size,
+                                                        config.data.scale_range)
     base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
     total_steps = epochs * len(loader)
     state = load_state(state_path)
