@@ -14,7 +14,7 @@ import torch
 from dense_ood_ros.checkpoint import load_model
 from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
 from training.common import CsvLog
-from training.config import load_config
+from training.config import load_config, parse_overrides
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import crop_patches, paste_patches, sample_flow_size, sample_locations, sample_patch_size
 from training.plots import main as plots_main, plot_flow_samples
@@ -100,6 +100,14 @@ def test_pasting_keeps_labels_consistent():
     assert torch.isfinite(ce)
 
 
+def test_overrides_parse_as_yaml_and_reject_items_without_a_key():
+    assert parse_overrides(["ce.epochs=1", "stages=[ce, flow]", "nflowjs.init_flow=runs/a=b/flow.pt"]) == {
+        "ce.epochs": 1, "stages": ["ce", "flow"], "nflowjs.init_flow": "runs/a=b/flow.pt"}
+    for bad in ("ce.epochs", "=1"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_overrides([bad])
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="nflowjs.jsd_wieght"):
         load_config(CONFIG, {"nflowjs.jsd_wieght": 0.1})
@@ -151,6 +159,14 @@ def test_flow_samples_cli_on_a_saved_flow(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "absent.pt"), "--out", str(tmp_path / "x.png")])
     assert "absent.pt not found" in capsys.readouterr().err
+    wider = flow_from_config(load_config(CONFIG, {"flow.hidden": 16}))
+    torch.save({"flow": wider.state_dict()}, tmp_path / "wider.pt")
+    with pytest.raises(SystemExit):
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "wider.pt"), "--out", str(tmp_path / "x.png")])
+    assert "does not match the flow the config describes" in capsys.readouterr().err
+    plots_main(["--config", str(CONFIG), "--set", "flow.hidden=16", "--flow", str(tmp_path / "wider.pt"),
+                "--out", str(tmp_path / "w.png")])
+    assert (tmp_path / "w.png").stat().st_size > 0
 
 
 def test_csv_log_resumed_with_new_columns_keeps_its_header(tmp_path):

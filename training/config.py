@@ -118,6 +118,17 @@ def _build(cls, values: Dict[str, Any], where: str):
     return cls(**kwargs)
 
 
+def parse_overrides(items: List[str]) -> Dict[str, Any]:
+    """``["ce.epochs=1", "stages=[ce]"]`` -> ``{"ce.epochs": 1, "stages": ["ce"]}`` (values parsed as YAML)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """Read a YAML training config; unknown keys and wrong types raise ValueError naming the key."""
     path = Path(path)

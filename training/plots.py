@@ -82,12 +82,14 @@ def plot_flow_samples(flow, png_path: Path, seed: int, temperature: float = 1.0,
 
 def main(argv: Optional[List[str]] = None) -> None:
     from training.common import load_state
-    from training.config import load_config
-    from training.stages import flow_from_config
+    from training.config import load_config, parse_overrides
+    from training.stages import flow_from_config, load_flow_weights
 
     parser = argparse.ArgumentParser(prog="python -m training.plots", description="Re-plot a saved flow's samples.")
     parser.add_argument("--config", type=Path, required=True, help="training config (the flow's architecture)")
     parser.add_argument("--flow", type=Path, required=True, help="flow.pt of a flow or nflowjs stage")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides the flow was trained with, e.g. flow.hidden=128")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -97,9 +99,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"--flow {args.flow} not found")
     if "flow" not in state:
         parser.error(f"{args.flow} is not a saved flow (expected a flow.pt with a 'flow' state)")
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config, parse_overrides(args.set))
+    except ValueError as err:
+        parser.error(str(err))
     flow = flow_from_config(config)
-    flow.load_state_dict(state["flow"])
+    try:
+        load_flow_weights(flow, state["flow"], args.flow)
+    except ValueError as err:
+        parser.error(str(err))
     flow.eval()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clipped = plot_flow_samples(flow, args.out, seed=args.seed, temperature=args.temperature,

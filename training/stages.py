@@ -61,6 +61,16 @@ def flow_from_config(config: TrainConfig) -> Glow:
     return Glow(num_levels=f.levels, steps_per_level=f.steps_per_level, hidden=f.hidden, seed=config.seed)
 
 
+def load_flow_weights(flow: Glow, weights: Dict[str, torch.Tensor], source: Path) -> None:
+    """Load a saved flow's weights; a shape mismatch names the config keys that set them."""
+    try:
+        flow.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{source} does not match the flow the config describes (flow.levels, "
+                         f"flow.steps_per_level, flow.hidden); pass the values it was trained with, e.g. "
+                         f"--set flow.hidden=128: {str(err).splitlines()[0]}") from err
+
+
 def _stage_output(config: TrainConfig, ctx: DistributedContext, stage: str, filename: str):
     """(stage folder, its final output file, whether that file exists: the stage is finished)."""
     stage_dir = Path(config.output_dir) / stage
@@ -263,7 +273,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     flow_state = load_state(init_flow)
     if flow_state is None:
         raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} not found")
-    flow.load_state_dict(flow_state["flow"])
+    load_flow_weights(flow, flow_state["flow"], init_flow)
     model.train()
     optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
     flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)

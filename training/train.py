@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from training.common import DistributedContext
-from training.config import load_config
+from training.config import load_config, parse_overrides
 from training.stages import STAGES
 
 
@@ -26,12 +26,10 @@ def main(argv=None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. ce.epochs=1 data.limit_train=8")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
     config = load_config(args.config, overrides)
     torch.set_num_threads(config.threads)
     ctx = DistributedContext()
