@@ -205,7 +205,7 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
     state = load_state(state_path)
     step, elapsed = 0, 0.0
     if state is not None:
-        flow.load_state_dict(state["flow"])
+        load_flow_weights(flow, state["flow"], state_path)
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed_s"]
         if ctx.is_main:
