@@ -101,10 +101,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"{args.flow} is not a saved flow (expected a flow.pt with a 'flow' state)")
     try:
         config = load_config(args.config, parse_overrides(args.set))
-    except ValueError as err:
-        parser.error(str(err))
-    flow = flow_from_config(config)
-    try:
+        flow = flow_from_config(config)
         load_flow_weights(flow, state["flow"], args.flow)
     except ValueError as err:
         parser.error(str(err))
