@@ -22,13 +22,14 @@ setup(
     zip_safe=True,
     maintainer="dense_ood_ros developers",
     maintainer_email="dev@dense-ood-ros.invalid",
-    description="Road-scene segmentation with dense out-of-distribution scores (NFlowJS) for ROS 2",
+    description=("Road-scene segmentation with dense "
+                 "out-of-distribution scores (NFlowJS) for ROS 2"),
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "detector = dense_ood_ros.ros.node:main",
-            "dense-ood-demo = dense_ood_ros.demo:main",
+            "dense-ood-demo = dense_ood_ros.ros.demo:main",
             "dense-ood-evaluate = dense_ood_ros.evaluate:main",
             "dense-ood-export = dense_ood_ros.export:main",
             "dense-ood-benchmark = dense_ood_ros.benchmark:main",

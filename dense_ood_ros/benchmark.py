@@ -1,4 +1,4 @@
-"""``dense-ood-benchmark``: throughput and latency of every available backend.
+r"""``dense-ood-benchmark``: throughput and latency of every available backend.
 
 For each backend and input size it times, after warm-up,
   * end to end: :class:`~dense_ood_ros.detector.Detector` on a camera-sized frame (check,
@@ -15,8 +15,8 @@ nothing here asserts a speed.
 
 Example::
 
-    dense-ood-benchmark --model models/default.pt --sizes 360x480,720x1280 \\
-        --warmup 5 --iters 20 --json bench.json --markdown bench.md
+    dense-ood-benchmark --model models/default.pt --sizes 360x480,720x1280 \
+        --warmup 5 --iters 20 --out docs/benchmark_cpu
 """
 
 import argparse
@@ -32,12 +32,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dense_ood_ros.backends import make_backend
-from dense_ood_ros.backends.auto import availability
-from dense_ood_ros.backends.onnxruntime_backend import available_cpu_count
+from dense_ood_ros.backends import BACKENDS, availability, make_backend
+from dense_ood_ros.cli import (add_cache_dir, add_model, add_scores, add_threads, command_parser,
+                               parse_size)
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.export import parse_size
-from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb
+from dense_ood_ros.host import available_cpu_count
+from dense_ood_ros.io import list_images, read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, str]]:
     """``"tensorrt:fp16"`` -> ("tensorrt", {"precision": "fp16"})."""
     name, _, option = spec.partition(":")
     if name not in SPEC_OPTION:
-        raise ValueError(f"unknown backend {name!r} in {spec!r}; choose from {sorted(SPEC_OPTION)}")
+        raise ValueError(f"unknown backend {name!r} in {spec!r}; "
+                         f"choose from {sorted(SPEC_OPTION)}")
     return name, ({SPEC_OPTION[name]: option} if option else {})
 
 
@@ -74,12 +75,17 @@ def latency_stats(seconds: Sequence[float]) -> Dict[str, float]:
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return {"fps": float(len(ms) / (ms.sum() / 1000.0)), "mean_ms": float(ms.mean()),
-            "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "iterations": len(ms)}
+            "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+            "iterations": len(ms)}
 
 
-def time_interleaved(fns: Sequence[Callable[[int], Any]], warmup: int, iterations: int) -> List[Dict[str, float]]:
-    """Warm up, then time ``fn(i)`` for each of ``fns`` in turn per iteration (A, B, A, B, ...),
-    so drifts in machine load hit every variant alike; one latency summary per function."""
+def time_interleaved(fns: Sequence[Callable[[int], Any]], warmup: int,
+                     iterations: int) -> List[Dict[str, float]]:
+    """Warm up, then time ``fn(i)`` for each of ``fns`` in turn per iteration (A, B, A, B, ...).
+
+    Interleaving makes drifts in machine load hit every variant alike. Returns one latency
+    summary per function.
+    """
     for i in range(warmup):
         for fn in fns:
             fn(i)
@@ -124,7 +130,8 @@ def describe_machine() -> Dict[str, Any]:
         "cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__, "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
     }
     try:
         machine["available_cpus"] = len(os.sched_getaffinity(0))
@@ -132,7 +139,8 @@ def describe_machine() -> Dict[str, Any]:
         pass
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo
+                     if line.startswith("model name")]
         machine["cpu"] = names[0] if names else machine["cpu"]
         with open("/proc/meminfo") as meminfo:
             machine["memory_gb"] = round(int(meminfo.readline().split()[1]) / 2**20, 1)
@@ -144,7 +152,8 @@ def describe_machine() -> Dict[str, Any]:
     except ImportError:
         machine["tensorrt"] = None
     machine["gpus"] = [
-        {"name": torch.cuda.get_device_name(i), "compute_capability": "%d.%d" % torch.cuda.get_device_capability(i),
+        {"name": torch.cuda.get_device_name(i),
+         "compute_capability": "%d.%d" % torch.cuda.get_device_capability(i),
          "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
         for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return machine
@@ -152,16 +161,16 @@ def describe_machine() -> Dict[str, Any]:
 
 def load_frames(folder: Path, count: int, frame_size: Tuple[int, int]) -> List[np.ndarray]:
     """``count`` real frames from ``folder``, resized once to the camera size ``frame_size``."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
-    if not paths:
-        raise ValueError(f"no images in frame folder {folder}")
-    return [resize_frame(read_rgb(p), frame_size) for p in paths]
+    return [resize_frame(read_rgb(p), frame_size) for p in list_images(folder, "frame", count)]
 
 
 def run_backend(model: Path, spec: str, input_size: Tuple[int, int], frames: Sequence[np.ndarray],
                 args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Build a backend (and its labels-only twin when costing scores); time the full graph end
-    to end, then every graph's inference, interleaved. One result per graph."""
+    """Build a backend (and its labels-only twin when costing scores) and time it.
+
+    Times the full graph end to end, then every graph's inference, interleaved. One result per
+    graph.
+    """
     name, options = parse_spec(spec)
     variants = [False, True] if args.score_cost else [False]
     rss_before, gpu_before = rss_mb(), gpu_used_mb()
@@ -173,7 +182,8 @@ def run_backend(model: Path, spec: str, input_size: Tuple[int, int], frames: Seq
         started = time.perf_counter()
         try:
             backend = make_backend(name, model, args.scores, input_size, labels_only=labels_only,
-                                   threads=args.threads if name == "onnxruntime" else None,
+                                   threads=(args.threads if "threads" in BACKENDS[name].options
+                                            else None),
                                    cache_dir=args.cache_dir, **options)
         except Exception as exc:  # a backend that cannot start is reported, not fatal
             result["error"] = f"{type(exc).__name__}: {exc}"
@@ -184,16 +194,19 @@ def run_backend(model: Path, spec: str, input_size: Tuple[int, int], frames: Seq
         timed.append((result, backend))
     if timed and timed[0][0]["graph"] != LABELS_ONLY:
         detector = Detector(timed[0][1])
-        (timed[0][0]["end_to_end"],) = time_interleaved([lambda i: detector(frames[i % len(frames)])],
-                                                        args.warmup, args.iters)
+        (timed[0][0]["end_to_end"],
+         ) = time_interleaved([lambda i: detector(frames[i % len(frames)])],
+                              args.warmup, args.iters)
     batches = [np.ascontiguousarray(resize_frame(f, input_size)[None]) for f in frames]
-    inference = time_interleaved([lambda i, b=b: b.infer(batches[i % len(batches)]) for _, b in timed],
+    inference = time_interleaved([lambda i, b=b: b.infer(batches[i % len(batches)])
+                                  for _, b in timed],
                                  args.warmup, args.iters)
     rss, gpu = rss_mb(), gpu_used_mb()
     for (result, _), infer in zip(timed, inference):
         result.update(inference=infer, rss_mb=rss, rss_delta_mb=_delta(rss, rss_before),
                       gpu_used_mb=gpu, gpu_delta_mb=_delta(gpu, gpu_before))
-        logger.info("%s %dx%d %s: %.2f FPS inference", spec, *input_size, result["graph"], infer["fps"])
+        logger.info("%s %dx%d %s: %.2f FPS inference", spec, *input_size, result["graph"],
+                    infer["fps"])
     del timed
     gc.collect()
     return results
@@ -204,22 +217,29 @@ def _delta(after: Optional[float], before: Optional[float]) -> Optional[float]:
 
 
 def ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per size: throughput of each backend relative to torch on CPU, and the p50 inference
-    latency the scores add to the same backend's labels-only graph."""
+    """Compare the results of each input size.
+
+    Per size: throughput of each backend relative to torch on CPU, and the p50 inference
+    latency the scores add to the same backend's labels-only graph.
+    """
     done = [r for r in results if "error" not in r]
     rows = []
     for r in done:
         same = [o for o in done if o["input_size"] == r["input_size"]]
         if r["graph"] == LABELS_ONLY:
-            full = next((o for o in same if o["backend"] == r["backend"] and o["graph"] != LABELS_ONLY), None)
+            full = next((o for o in same if o["backend"] == r["backend"]
+                         and o["graph"] != LABELS_ONLY), None)
             if full is not None:
-                rows.append({"kind": SCORE_COST, "backend": r["backend"], "input_size": r["input_size"],
-                             "end_to_end": None,
-                             "inference": full["inference"]["p50_ms"] / r["inference"]["p50_ms"] - 1.0})
+                rows.append({"kind": SCORE_COST, "backend": r["backend"],
+                             "input_size": r["input_size"], "end_to_end": None,
+                             "inference": (full["inference"]["p50_ms"] / r["inference"]["p50_ms"]
+                                           - 1.0)})
             continue
-        base = next((o for o in same if o["backend"] == "torch:cpu" and o["graph"] != LABELS_ONLY), None)
+        base = next((o for o in same if o["backend"] == "torch:cpu" and o["graph"] != LABELS_ONLY),
+                    None)
         if base is not None and r is not base:
-            rows.append({"kind": THROUGHPUT, "backend": r["backend"], "input_size": r["input_size"],
+            rows.append({"kind": THROUGHPUT, "backend": r["backend"],
+                         "input_size": r["input_size"],
                          "end_to_end": r["end_to_end"]["fps"] / base["end_to_end"]["fps"],
                          "inference": r["inference"]["fps"] / base["inference"]["fps"]})
     return rows
@@ -228,7 +248,8 @@ def ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def _latencies(timing: Optional[Dict[str, float]]) -> str:
     if timing is None:
         return "- | -"
-    return f"{timing['fps']:.2f} | {timing['p50_ms']:.1f} / {timing['p95_ms']:.1f} / {timing['p99_ms']:.1f}"
+    return (f"{timing['fps']:.2f} | {timing['p50_ms']:.1f} / "
+            f"{timing['p95_ms']:.1f} / {timing['p99_ms']:.1f}")
 
 
 def _ratio(value: Optional[float], kind: str) -> str:
@@ -238,59 +259,69 @@ def _ratio(value: Optional[float], kind: str) -> str:
 
 
 def markdown(report: Dict[str, Any]) -> str:
-    """The report as a Markdown section: machine, table, ratios."""
+    """Render the report as a Markdown section: machine, table, ratios."""
     m, s = report["machine"], report["settings"]
     gpus = ", ".join(g["name"] for g in m["gpus"]) or "none"
     load = ", ".join(f"{v:.2f}" for v in m["load_average_1_5_15"] or [])
     lines = [
         "## Benchmark", "",
         f"Machine: {m['cpu']}, {m.get('available_cpus', m['logical_cpus'])} cores available, "
-        f"{m.get('memory_gb', '?')} GB RAM, GPU: {gpus}; load average at start {load}; torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, tensorrt {m['tensorrt'] or 'not installed'}.",
-        f"Settings: {s['warmup']} warm-up + {s['iters']} timed iterations, CPU threads: {s['threads']}, "
-        f"camera frames {s['frame_size'][0]}x{s['frame_size'][1]}, batch 1.", "",
-        "| backend | input | graph | e2e FPS | e2e p50 / p95 / p99 ms | infer FPS | infer p50 / p95 / p99 ms "
-        "| RSS MB | GPU MB |",
+        f"{m.get('memory_gb', '?')} GB RAM, GPU: {gpus}; load average at start {load}; torch "
+        f"{m['torch']}, onnxruntime {m['onnxruntime']}, tensorrt "
+        f"{m['tensorrt'] or 'not installed'}.",
+        f"Settings: {s['warmup']} warm-up + {s['iters']} timed iterations, CPU threads: "
+        f"{s['threads']}, camera frames {s['frame_size'][0]}x{s['frame_size'][1]}, batch 1.", "",
+        "| backend | input | graph | e2e FPS | e2e p50 / p95 / p99 ms | infer FPS | infer p50 / "
+        "p95 / p99 ms | RSS MB | GPU MB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         size = f"{r['input_size'][0]}x{r['input_size'][1]}"
         if "error" in r:
-            lines.append(f"| {r['backend']} | {size} | {r['graph']} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['backend']} | {size} | {r['graph']} | "
+                         f"error: {r['error']} | | | | | |")
             continue
         gpu = "-" if r["gpu_used_mb"] is None else f"{r['gpu_used_mb']:.0f}"
-        lines.append(f"| {r['describe']} | {size} | {r['graph']} | {_latencies(r.get('end_to_end'))} | "
-                     f"{_latencies(r['inference'])} | {r['rss_mb']:.0f} | {gpu} |")
+        lines.append(f"| {r['describe']} | {size} | {r['graph']} | "
+                     f"{_latencies(r.get('end_to_end'))} | {_latencies(r['inference'])} | "
+                     f"{r['rss_mb']:.0f} | {gpu} |")
     if report["ratios"]:
-        lines += ["", "| ratio | backend | input | end to end | inference |", "|---|---|---|---:|---:|"]
+        lines += ["", "| ratio | backend | input | end to end | inference |",
+                  "|---|---|---|---:|---:|"]
         for q in report["ratios"]:
             size = f"{q['input_size'][0]}x{q['input_size'][1]}"
-            lines.append(f"| {q['kind']} | {q['backend']} | {size} | {_ratio(q['end_to_end'], q['kind'])} | "
+            lines.append(f"| {q['kind']} | {q['backend']} | {size} | "
+                         f"{_ratio(q['end_to_end'], q['kind'])} | "
                          f"{_ratio(q['inference'], q['kind'])} |")
     return "\n".join(lines) + "\n"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dense-ood-benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="model checkpoint (.pt)")
-    parser.add_argument("--backends", help="comma-separated specs, e.g. torch:cpu,onnxruntime:cpu,tensorrt:fp16 "
-                                           "(default: every backend available here)")
-    parser.add_argument("--sizes", default="360x480,720x1280", help="comma-separated input sizes HEIGHTxWIDTH")
-    parser.add_argument("--frame-size", type=parse_size, default=(720, 1280),
+def _parser():
+    parser = command_parser("dense-ood-benchmark", __doc__.split("\n\n")[0],
+                            "the Markdown table on stdout; with --out PATH, PATH.json (every "
+                            "figure, the machine, the settings) and PATH.md (the table).")
+    add_model(parser, "model checkpoint (.pt)")
+    parser.add_argument("--backends",
+                        help="comma-separated specs, e.g. torch:cpu,onnxruntime:cpu,tensorrt:fp16 "
+                             "(default: every backend available here)")
+    parser.add_argument("--sizes", default="360x480,720x1280",
+                        help="comma-separated network input sizes "
+                             "HEIGHTxWIDTH (default 360x480,720x1280)")
+    parser.add_argument("--frame-size", type=parse_size, default=(720, 1280), metavar="HxW",
                         help="camera frame size for end-to-end timing (default 720x1280)")
-    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES, help=f"real frames (default {DEFAULT_FRAMES})")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames cycled through (default 8)")
-    parser.add_argument("--scores", default="jsd", help="comma-separated anomaly scores (default jsd)")
+    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES,
+                        help=f"real frames (default {DEFAULT_FRAMES})")
+    parser.add_argument("--num-frames", type=int, default=8,
+                        help="frames cycled through (default 8)")
+    add_scores(parser)
     parser.add_argument("--no-score-cost", dest="score_cost", action="store_false",
                         help="skip the labels-only runs that measure what the scores cost")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations (default 5)")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations (default 20)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for torch and onnxruntime alike (default: available cores)")
-    parser.add_argument("--cache-dir", type=Path,
-                        help="ONNX/engine cache (default $DENSE_OOD_CACHE or ~/.cache/dense_ood_ros)")
-    parser.add_argument("--json", type=Path, help="write the report as JSON here")
-    parser.add_argument("--markdown", type=Path, help="write the Markdown table here")
+    add_threads(parser)
+    add_cache_dir(parser)
+    parser.add_argument("--out", type=Path,
+                        help="write PATH.json and PATH.md (e.g. docs/benchmark_cpu)")
     return parser
 
 
@@ -301,7 +332,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args.threads = args.threads or available_cpu_count()
     torch.set_num_threads(args.threads)  # the same number of CPU threads for torch and onnxruntime
-    args.scores = tuple(s.strip() for s in args.scores.split(",") if s.strip())
     try:
         specs = args.backends.split(",") if args.backends else default_backends()
         for spec in specs:
@@ -319,15 +349,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report = {"machine": machine,
               "settings": {"model": str(args.model), "warmup": args.warmup, "iters": args.iters,
-                           "frame_size": list(args.frame_size), "frames": str(args.frames), "scores": list(args.scores),
-                           "threads": args.threads},
+                           "frame_size": list(args.frame_size), "frames": str(args.frames),
+                           "scores": list(args.scores), "threads": args.threads},
               "results": results, "ratios": ratios(results)}
     table = markdown(report)
     print(table)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    if args.markdown:
-        args.markdown.write_text(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2))
+        args.out.with_name(args.out.name + ".md").write_text(table)
     return 0
 
 

@@ -7,7 +7,6 @@ A checkpoint is a dict of plain Python values and tensors::
      "state_dict": {...}, "meta": {...}}
 """
 
-import hashlib
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
 
@@ -22,15 +21,6 @@ _REQUIRED_KEYS = ("format", "model", "num_classes", "class_names", "input_size",
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt or does not match the model it declares."""
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: Union[str, Path], model: nn.Module, model_name: str,
@@ -60,7 +50,8 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: "
+                              f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a dense_ood_ros model checkpoint "
                               f"(expected format {CHECKPOINT_FORMAT!r})")
@@ -80,5 +71,6 @@ def load_model(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
         model = build_model(payload["model"], payload["num_classes"], pretrained=False)
         model.load_state_dict(payload.pop("state_dict"))
     except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {payload['model']!r}: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} does not match "
+                              f"model {payload['model']!r}: {exc}") from exc
     return model.eval(), payload

@@ -18,12 +18,13 @@ from dense_ood_ros.preprocessing import check_rgb_frame, resize_frame, resize_ou
 @dataclass
 class DetectorOutput:
     """Per-pixel results at the input frame's resolution."""
+
     labels: np.ndarray  # uint8 HxW class indices
     scores: Dict[str, np.ndarray]  # score name -> float32 HxW, higher = more anomalous
 
     @property
     def score(self) -> np.ndarray:
-        """The first (primary) anomaly score."""
+        """Return the first (primary) anomaly score."""
         return next(iter(self.scores.values()))
 
 
@@ -37,7 +38,11 @@ class Detector:
     def from_model(cls, model_path: Union[str, Path], backend: str = "torch",
                    score_names: Sequence[str] = ("jsd",),
                    input_size: Optional[Tuple[int, int]] = None, **backend_options) -> "Detector":
-        """``backend_options`` go to :func:`dense_ood_ros.backends.make_backend` (precision, status...)."""
+        """Build a detector for a model file.
+
+        ``backend_options`` go to :func:`dense_ood_ros.backends.make_backend` (precision,
+        status...).
+        """
         return cls(make_backend(backend, model_path, score_names, input_size, **backend_options))
 
     @property

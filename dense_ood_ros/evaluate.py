@@ -17,7 +17,6 @@ The evaluation loop, :func:`evaluate_frames`, imports no ROS; bag replay can reu
 :func:`update_metrics`.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -31,12 +30,12 @@ import matplotlib
 import numpy as np
 from tqdm import tqdm
 
-from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.classes import IGNORE_INDEX, colorize
+from dense_ood_ros.cli import (add_backend, add_input_size, add_model, add_out, add_scores,
+                               backend_options, command_parser, parse_ints)
 from dense_ood_ros.detector import Detector, DetectorOutput
-from dense_ood_ros.io import IMAGE_SUFFIXES, read_label, read_rgb, write_rgb
+from dense_ood_ros.io import list_images, read_label, read_rgb, write_rgb
 from dense_ood_ros.metrics import METRIC_MODES, AnomalyMetrics, SemanticMetrics, anomaly_target
-from dense_ood_ros.scores import SCORES
 from dense_ood_ros.visualization import heat_map
 
 matplotlib.use("Agg")
@@ -50,6 +49,7 @@ PANEL_TITLES = ("input", "anomaly score", "prediction", "ground truth")
 @dataclass
 class FramePaths:
     """One image and its label files (``None`` where that kind of label is not evaluated)."""
+
     name: str
     image: Path
     anomaly_label: Optional[Path] = None
@@ -59,6 +59,7 @@ class FramePaths:
 @dataclass
 class AnomalyLabelSpec:
     """Meaning of anomaly label values: listed anomalies, listed ignored, anything else inlier."""
+
     anomaly_values: Tuple[int, ...] = (1,)
     ignore_values: Tuple[int, ...] = (255,)
 
@@ -66,6 +67,7 @@ class AnomalyLabelSpec:
 @dataclass
 class Evaluation:
     """Accumulators of one run plus the frames evaluated and the problems met, by file name."""
+
     anomaly: Optional[AnomalyMetrics]
     semantic: Optional[SemanticMetrics]
     frames: int = 0
@@ -80,14 +82,10 @@ def find_frames(images: Path, anomaly_labels: Optional[Path] = None,
 
     Returns the frames with all their labels and one problem line per image lacking one.
     """
-    if not images.is_dir():
-        raise FileNotFoundError(f"image folder not found: {images}")
+    image_files = list_images(images)
     for folder in (anomaly_labels, semantic_labels):
         if folder is not None and not folder.is_dir():
             raise FileNotFoundError(f"label folder not found: {folder}")
-    image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not image_files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
     frames, problems = [], []
     for image in image_files:
         labels = {}
@@ -98,14 +96,18 @@ def find_frames(images: Path, anomaly_labels: Optional[Path] = None,
             if not labels[kind].is_file():
                 problems.append(f"{image.name}: {kind} label missing ({labels[kind]})")
         if all(path.is_file() for path in labels.values()):
-            frames.append(FramePaths(image.stem, image, labels.get("anomaly"), labels.get("semantic")))
+            frames.append(FramePaths(image.stem, image, labels.get("anomaly"),
+                                     labels.get("semantic")))
     return frames, problems
 
 
 def update_metrics(evaluation: Evaluation, output: DetectorOutput, label_spec: AnomalyLabelSpec,
                    anomaly_label: Optional[np.ndarray] = None,
                    semantic_label: Optional[np.ndarray] = None) -> None:
-    """Add one frame's detector output and labels (at the output's resolution) to the accumulators."""
+    """Add one frame's detector output and labels to the accumulators.
+
+    The labels are at the output's resolution.
+    """
     for kind, label in (("anomaly", anomaly_label), ("semantic", semantic_label)):
         if label is not None and label.shape != output.labels.shape:
             raise ValueError(f"{kind} label size {label.shape[1]}x{label.shape[0]} != image size "
@@ -115,25 +117,31 @@ def update_metrics(evaluation: Evaluation, output: DetectorOutput, label_spec: A
     if evaluation.semantic is not None and semantic_label is not None:
         evaluation.semantic.update(output.labels, semantic_label)
     if evaluation.anomaly is not None and anomaly_label is not None:
-        anomaly, valid = anomaly_target(anomaly_label, label_spec.anomaly_values, label_spec.ignore_values)
+        anomaly, valid = anomaly_target(anomaly_label, label_spec.anomaly_values,
+                                        label_spec.ignore_values)
         evaluation.anomaly.update(output.scores, anomaly, valid)
     evaluation.frames += 1
     evaluation.pixels += output.labels.size
 
 
 def evaluate_frames(detector: Detector, frames: Sequence[FramePaths], label_spec: AnomalyLabelSpec,
-                    evaluation: Evaluation, overlay_dir: Optional[Path] = None, num_overlays: int = 0,
-                    progress: bool = True) -> Evaluation:
-    """Run the detector on every frame and accumulate metrics; a frame that cannot be read or
-    evaluated is recorded in ``evaluation.problems`` and skipped. Ctrl-C or an unexpected
-    error (e.g. of the backend) stops early, keeping what was accumulated and saying why in
-    ``evaluation.stopped`` (the error's traceback goes to stderr)."""
-    overlay_indices = set(np.linspace(0, len(frames) - 1, num_overlays).round().astype(int).tolist()
-                          if num_overlays > 0 and frames else [])
+                    evaluation: Evaluation, overlay_dir: Optional[Path] = None,
+                    num_overlays: int = 0, progress: bool = True) -> Evaluation:
+    """Run the detector on every frame and accumulate metrics.
+
+    A frame that cannot be read or evaluated is recorded in ``evaluation.problems`` and
+    skipped. Ctrl-C or an unexpected error (e.g. of the backend) stops early, keeping what was
+    accumulated and saying why in ``evaluation.stopped`` (the error's traceback goes to
+    stderr).
+    """
+    overlay_indices = set(
+        np.linspace(0, len(frames) - 1, num_overlays).round().astype(int).tolist()
+        if num_overlays > 0 and frames else [])
     if overlay_indices:
         overlay_dir.mkdir(parents=True, exist_ok=True)
     try:
-        for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame", disable=not progress)):
+        for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame",
+                                           disable=not progress)):
             try:
                 image = read_rgb(frame.image)
                 anomaly_label = read_label(frame.anomaly_label) if frame.anomaly_label else None
@@ -156,7 +164,8 @@ def evaluate_frames(detector: Detector, frames: Sequence[FramePaths], label_spec
 
 # --------------------------------------------------------------------------- pictures
 
-def anomaly_overlay(image: np.ndarray, label: np.ndarray, label_spec: AnomalyLabelSpec) -> np.ndarray:
+def anomaly_overlay(image: np.ndarray, label: np.ndarray,
+                    label_spec: AnomalyLabelSpec) -> np.ndarray:
     """Ground truth over the dimmed image: anomalies red, ignored pixels black."""
     anomaly, valid = anomaly_target(label, label_spec.anomaly_values, label_spec.ignore_values)
     canvas = image // 2
@@ -166,9 +175,13 @@ def anomaly_overlay(image: np.ndarray, label: np.ndarray, label_spec: AnomalyLab
 
 
 def overlay(image: np.ndarray, output: DetectorOutput, label_spec: AnomalyLabelSpec,
-            anomaly_label: Optional[np.ndarray], semantic_label: Optional[np.ndarray]) -> np.ndarray:
-    """input | anomaly score (first score) | prediction | ground truth (anomaly labels if given,
-    else semantic labels), each panel titled with :data:`PANEL_TITLES`."""
+            anomaly_label: Optional[np.ndarray],
+            semantic_label: Optional[np.ndarray]) -> np.ndarray:
+    """Compose the overlay: input | anomaly score | prediction | ground truth.
+
+    The anomaly score is the first score; the ground truth shows the anomaly labels if given,
+    else the semantic labels. Each panel is titled with :data:`PANEL_TITLES`.
+    """
     if anomaly_label is not None:
         ground_truth = anomaly_overlay(image, anomaly_label, label_spec)
     elif semantic_label is not None:
@@ -177,17 +190,20 @@ def overlay(image: np.ndarray, output: DetectorOutput, label_spec: AnomalyLabelS
         ground_truth = np.zeros_like(image)
     panels = [image.copy(), heat_map(output.score), colorize(output.labels), ground_truth]
     for panel, title in zip(panels, PANEL_TITLES):
-        cv2.putText(panel, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(panel, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return np.concatenate(panels, axis=1)
 
 
 def plot_curves(metrics: AnomalyMetrics, mode: str, out_dir: Path) -> None:
     """``pr_curve.png`` and ``roc_curve.png`` with every score on one plot each."""
     summary = metrics.summary(mode)["scores"]
-    # Precision is a step function of recall (AP sums its steps); the ROC curve is piecewise linear.
+    # Precision is a step function of recall (AP sums its steps); the ROC curve is piecewise
+    # linear.
     for file_name, x_key, y_key, value_key, x_label, y_label, drawstyle in (
             ("pr_curve.png", "recall", "precision", "ap", "recall", "precision", "steps-pre"),
-            ("roc_curve.png", "fpr", "tpr", "auroc", "false positive rate", "true positive rate", "default")):
+            ("roc_curve.png", "fpr", "tpr", "auroc", "false positive rate", "true positive rate",
+             "default")):
         fig, axis = plt.subplots(figsize=(5.5, 5))
         for name in metrics.score_names:
             curve = metrics.curves(name, mode)
@@ -220,13 +236,16 @@ def _percent(value: Optional[float]) -> str:
 
 
 def markdown_report(report: Dict) -> str:
-    """The ``metrics.md`` text for a ``metrics.json`` report."""
+    """Return the ``metrics.md`` text for a ``metrics.json`` report."""
     lines = [f"# Evaluation of `{report['model']}`", "",
-             f"- images: `{report['images']}` ({report['frames']} frames, {report['pixels']} pixels)",
-             f"- backend: {report['backend']}, input size {report['input_size'][0]}x{report['input_size'][1]}",
+             f"- images: `{report['images']}` ({report['frames']} "
+             f"frames, {report['pixels']} pixels)",
+             f"- backend: {report['backend']}, input size "
+             f"{report['input_size'][0]}x{report['input_size'][1]}",
              f"- complete: {'yes' if report['complete'] else 'NO'}"
              + (f" (stopped: {report['stopped']})" if report.get("stopped") else "")
-             + (f" ({len(report['problems'])} problems, see metrics.json)" if report["problems"] else "")]
+             + (f" ({len(report['problems'])} problems, see metrics.json)"
+                if report["problems"] else "")]
     if report.get("anomaly"):
         lines += ["", f"## Pixel anomaly detection ({report['anomaly']['mode']} mode)", "",
                   f"Labels `{report['labels']}`: anomaly values {report['anomaly_values']}, "
@@ -235,12 +254,14 @@ def markdown_report(report: Dict) -> str:
                   "|---|---:|---:|---:|---:|---:|"]
         for name, result in report["anomaly"]["scores"].items():
             lines.append(f"| {name} | {_percent(result['ap'])} | {_percent(result['fpr95'])} | "
-                         f"{_percent(result['auroc'])} | {result['positives']} | {result['negatives']} |")
+                         f"{_percent(result['auroc'])} | {result['positives']} | "
+                         f"{result['negatives']} |")
     if report.get("semantic"):
         semantic = report["semantic"]
         lines += ["", "## Semantic segmentation", "",
-                  f"Labels `{report['semantic_labels']}`, ignore label {report['semantic_ignore']}: "
-                  f"**mIoU {semantic['miou']:.2f}%**, pixel accuracy {semantic['pixel_accuracy']:.2f}%.", "",
+                  f"Labels `{report['semantic_labels']}`, ignore label "
+                  f"{report['semantic_ignore']}: **mIoU {semantic['miou']:.2f}%**, pixel accuracy "
+                  f"{semantic['pixel_accuracy']:.2f}%.", "",
                   "| class | IoU (%) |", "|---|---:|"]
         for name, iou in semantic["per_class_iou"].items():
             lines.append(f"| {name} | {'n/a' if iou is None else f'{iou:.2f}'} |")
@@ -251,8 +272,8 @@ def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict) 
     """Write metrics.json, metrics.md, curve plots and accumulators; returns the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "accumulators").mkdir(exist_ok=True)
-    report = dict(info, frames=evaluation.frames, pixels=evaluation.pixels, problems=evaluation.problems,
-                  anomaly=None, semantic=None)
+    report = dict(info, frames=evaluation.frames, pixels=evaluation.pixels,
+                  problems=evaluation.problems, anomaly=None, semantic=None)
     if evaluation.anomaly is not None:
         evaluation.anomaly.save(out_dir / "accumulators" / "anomaly.npz")
         report["anomaly"] = evaluation.anomaly.summary(mode)
@@ -268,49 +289,35 @@ def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict) 
 
 # --------------------------------------------------------------------------- command line
 
-def _int_list(text: str) -> Tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _score_list(text: str) -> Tuple[str, ...]:
-    names = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [name for name in names if name not in SCORES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown anomaly score(s) {unknown}; choose from {sorted(SCORES)}")
-    return names
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dense-ood-evaluate",
-        description="Semantic (mIoU) and pixel anomaly (AP, FPR95, AUROC) metrics on an image folder.")
-    parser.add_argument("--model", required=True, type=Path,
-                        help="model file: checkpoint .pt, exported .onnx, or TensorRT .engine")
-    parser.add_argument("--backend", default="torch", choices=BACKEND_NAMES, help="inference backend (default torch)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                        help="tensorrt precision (default fp16), e.g. to measure what INT8 costs in accuracy")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input size (default: the model's)")
+def _parser():
+    parser = command_parser(
+        "dense-ood-evaluate",
+        "Semantic (mIoU) and pixel anomaly (AP, FPR95, AUROC) metrics on an image folder.",
+        "<out>/metrics.json and metrics.md, pr_curve.png and roc_curve.png "
+        "(anomaly labels), overlays/*.png (input | score | prediction | "
+        "ground truth), accumulators/ (raw counts, to merge runs).")
+    add_model(parser)
+    add_backend(parser, default="torch")
+    add_input_size(parser)
     parser.add_argument("--images", required=True, type=Path, help="folder of input images")
-    parser.add_argument("--labels", type=Path, help="folder of anomaly label PNGs (same stems as the images)")
+    parser.add_argument("--labels", type=Path,
+                        help="folder of anomaly label PNGs (same stems as the images)")
     parser.add_argument("--semantic-labels", type=Path,
-                        help="folder of class-index label PNGs (e.g. CamVid's testannot) for IoU/mIoU")
+                        help="folder of class-index label PNGs "
+                             "(e.g. CamVid's testannot) for IoU/mIoU")
     parser.add_argument("--semantic-ignore", type=int, default=IGNORE_INDEX,
                         help=f"ignored value in semantic labels (default {IGNORE_INDEX})")
-    parser.add_argument("--anomaly-values", type=_int_list, default=(1,),
+    parser.add_argument("--anomaly-values", type=parse_ints, default=(1,),
                         help="comma-separated anomaly label values (default 1; RoadAnomaly: 2)")
-    parser.add_argument("--ignore-values", type=_int_list, default=(255,),
+    parser.add_argument("--ignore-values", type=parse_ints, default=(255,),
                         help="comma-separated ignored anomaly label values (default 255)")
-    parser.add_argument("--scores", type=_score_list, default=("jsd",),
-                        help=f"comma-separated anomaly scores from {sorted(SCORES)} (default jsd)")
+    add_scores(parser)
     parser.add_argument("--metric-mode", choices=METRIC_MODES, default="sklearn",
                         help="AP/FPR95/AUROC definitions: sklearn (fine histogram) or smiyc "
                              "(SegmentMeIfYouCan thresholds); default sklearn")
-    parser.add_argument("--out", type=Path, default=Path("eval_output"), help="output folder (default eval_output)")
-    parser.add_argument("--num-overlays", type=int, default=4, help="overlay images to save (default 4)")
+    add_out(parser, "output folder (default eval_output)", Path("eval_output"))
+    parser.add_argument("--num-overlays", type=int, default=4,
+                        help="overlay images to save (default 4)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip images whose labels are missing, unreadable or of another size")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -328,7 +335,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"dense-ood-evaluate: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for problem in missing:
-        print(f"dense-ood-evaluate: {'skipping' if args.allow_missing else 'error'}: {problem}", file=sys.stderr)
+        print(f"dense-ood-evaluate: {'skipping' if args.allow_missing else 'error'}: {problem}",
+              file=sys.stderr)
     if missing and not args.allow_missing:
         print(f"dense-ood-evaluate: {len(missing)} image(s) lack labels; nothing evaluated "
               "(--allow-missing skips them)", file=sys.stderr)
@@ -339,23 +347,26 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         detector = Detector.from_model(args.model, backend=args.backend, score_names=args.scores,
-                                       input_size=tuple(args.input_size) if args.input_size else None,
-                                       precision=args.precision)
-    except (ValueError, RuntimeError, ImportError, OSError) as exc:  # CheckpointError: RuntimeError
+                                       input_size=args.input_size, **backend_options(args))
+    # CheckpointError: RuntimeError
+    except (ValueError, RuntimeError, ImportError, OSError) as exc:
         print(f"dense-ood-evaluate: error: cannot load model: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
     evaluation = Evaluation(
         anomaly=AnomalyMetrics(args.scores) if args.labels else None,
-        semantic=SemanticMetrics(detector.class_names, args.semantic_ignore) if args.semantic_labels else None,
+        semantic=(SemanticMetrics(detector.class_names, args.semantic_ignore)
+                  if args.semantic_labels else None),
         problems=list(missing))
-    evaluate_frames(detector, frames, label_spec, evaluation, args.out / "overlays", args.num_overlays,
-                    progress=not args.no_progress)
+    evaluate_frames(detector, frames, label_spec, evaluation, args.out / "overlays",
+                    args.num_overlays, progress=not args.no_progress)
 
     failed = evaluation.problems[len(missing):]
     for problem in failed:
-        print(f"dense-ood-evaluate: {'skipped' if args.allow_missing else 'error'}: {problem}", file=sys.stderr)
-    complete = evaluation.stopped is None and (args.allow_missing or not failed) and evaluation.frames > 0
+        print(f"dense-ood-evaluate: {'skipped' if args.allow_missing else 'error'}: {problem}",
+              file=sys.stderr)
+    complete = (evaluation.stopped is None and (args.allow_missing or not failed)
+                and evaluation.frames > 0)
     info = {"complete": complete, "model": str(args.model), "backend": detector.backend.describe(),
             "input_size": list(detector.backend.input_size), "score_names": list(args.scores),
             "images": str(args.images), "labels": str(args.labels) if args.labels else None,
@@ -367,8 +378,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(markdown_report(report))
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, curves, overlays and accumulators")
     if not complete:
-        print(f"dense-ood-evaluate: INCOMPLETE: {evaluation.frames} of {len(frames)} frames evaluated"
-              + (f" (stopped: {evaluation.stopped})" if evaluation.stopped else f", {len(failed)} problem(s) above"),
+        print(f"dense-ood-evaluate: INCOMPLETE: {evaluation.frames} "
+              f"of {len(frames)} frames evaluated"
+              + (f" (stopped: {evaluation.stopped})" if evaluation.stopped
+                 else f", {len(failed)} problem(s) above"),
               file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK

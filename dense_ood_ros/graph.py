@@ -38,7 +38,8 @@ class InferenceGraph(nn.Module):
         self.score_names = tuple(score_names)
         self._score_fns = [get_score(name) for name in self.score_names]
 
-    def forward(self, images_nhwc: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, images_nhwc: torch.Tensor) -> Union[torch.Tensor,
+                                                          Tuple[torch.Tensor, torch.Tensor]]:
         size = images_nhwc.shape[1:3]
         logits = self.segmenter.decoder_logits(self.normalize(images_nhwc)).float()
         labels = upsample(logits, size).argmax(dim=1).to(torch.uint8)

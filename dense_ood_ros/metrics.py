@@ -33,7 +33,8 @@ class SemanticMetrics:
             raise ValueError(f"label value {target.max()} is neither a class (< {num}) "
                              f"nor the ignore label {self.ignore_index}")
         predicted = predicted[valid].astype(np.int64)
-        self.confusion += np.bincount(target * num + predicted, minlength=num * num).reshape(num, num)
+        self.confusion += np.bincount(target * num + predicted,
+                                      minlength=num * num).reshape(num, num)
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both labels and predictions."""
@@ -43,12 +44,13 @@ class SemanticMetrics:
             return true_positive / union
 
     def summary(self) -> Dict[str, object]:
-        """mIoU (over classes present), pixel accuracy and per-class IoU, in percent."""
+        """Return mIoU (over classes present), pixel accuracy and per-class IoU, in percent."""
         iou = self.iou()
         total = self.confusion.sum()
         return {
             "miou": float(np.nanmean(iou) * 100.0),
-            "pixel_accuracy": float(np.trace(self.confusion) / total * 100.0) if total else float("nan"),
+            "pixel_accuracy": (float(np.trace(self.confusion) / total * 100.0) if total
+                               else float("nan")),
             "per_class_iou": {name: float(v * 100.0) for name, v in zip(self.class_names, iou)},
             "pixels": int(total),
         }
@@ -56,12 +58,14 @@ class SemanticMetrics:
     def merge(self, other: "SemanticMetrics") -> None:
         """Add another accumulator over the same classes (e.g. another part of the dataset)."""
         if other.class_names != self.class_names or other.ignore_index != self.ignore_index:
-            raise ValueError("cannot merge semantic metrics over different classes or ignore labels")
+            raise ValueError("cannot merge semantic metrics over "
+                             "different classes or ignore labels")
         self.confusion += other.confusion
 
     def save(self, path: Union[str, Path]) -> None:
         """Save the raw accumulator (JSON) so runs can be merged or re-aggregated later."""
-        Path(path).write_text(json.dumps({"class_names": self.class_names, "ignore_index": self.ignore_index,
+        Path(path).write_text(json.dumps({"class_names": self.class_names,
+                                          "ignore_index": self.ignore_index,
                                           "confusion": self.confusion.tolist()}))
 
     @classmethod
@@ -146,7 +150,8 @@ class ScoreHistogram:
     def merge(self, other: "ScoreHistogram") -> None:
         """Add the counts of another histogram with the same ``num_bins``."""
         if other.num_bins != self.num_bins:
-            raise ValueError(f"cannot merge histograms of {other.num_bins} and {self.num_bins} bins")
+            raise ValueError("cannot merge histograms of "
+                             f"{other.num_bins} and {self.num_bins} bins")
         if other.exponent is None:
             return
         self._fit(other.min_value, other.max_value)
@@ -156,7 +161,10 @@ class ScoreHistogram:
             np.add.at(self.counts[row], positions, other.counts[row, occupied])
 
     def bins(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Non-empty bins in ascending score order: (lower edges, inlier counts, anomaly counts)."""
+        """Return the non-empty bins in ascending score order.
+
+        As (lower edges, inlier counts, anomaly counts).
+        """
         occupied = np.flatnonzero(self.counts.any(axis=0))
         if self.exponent is None:
             return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -176,7 +184,8 @@ class ScoreHistogram:
         exponent = math.frexp(largest)[1] - 53
         if high > low:
             exponent = max(exponent, math.floor(math.log2((high - low) / self.num_bins)) - 2)
-        while math.floor(math.ldexp(high, -exponent)) - math.floor(math.ldexp(low, -exponent)) >= self.num_bins:
+        while (math.floor(math.ldexp(high, -exponent)) - math.floor(math.ldexp(low, -exponent))
+               >= self.num_bins):
             exponent += 1
         return exponent
 
@@ -187,9 +196,11 @@ class ScoreHistogram:
         first = math.floor(math.ldexp(self.min_value, -exponent))
         last = math.floor(math.ldexp(self.max_value, -exponent))
         if self.exponent is None:
-            self.exponent, self.offset = exponent, first - (self.num_bins - (last - first + 1)) // 2
+            self.exponent, self.offset = (exponent,
+                                          first - (self.num_bins - (last - first + 1)) // 2)
             return
-        if exponent == self.exponent and self.offset <= first and last < self.offset + self.num_bins:
+        if (exponent == self.exponent and self.offset <= first
+                and last < self.offset + self.num_bins):
             return
         occupied = np.flatnonzero(self.counts.any(axis=0))
         old_indices, old_counts = self.offset + occupied, self.counts[:, occupied]
@@ -213,17 +224,21 @@ def _rates(tp: np.ndarray, fp: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.n
     """(TPR = recall, FPR, precision) along a curve; precision is 1 where nothing is predicted."""
     predicted = tp + fp
     with np.errstate(invalid="ignore", divide="ignore"):
-        return tp / tp[-1], fp / fp[-1], np.where(predicted > 0, tp / np.maximum(predicted, 1), 1.0)
+        return tp / tp[-1], fp / fp[-1], np.where(predicted > 0, tp / np.maximum(predicted, 1),
+                                                  1.0)
 
 
-def _smiyc_bins(histogram: ScoreHistogram) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Tuple[float, float]]:
+def _smiyc_bins(histogram: ScoreHistogram) -> Tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                    Tuple[float, float]]:
     """Re-bin onto SegmentMeIfYouCan's 4096 uniform thresholds; returns edges, counts and range."""
     edges, negatives, positives = histogram.bins()
     low, high = histogram.min_value, histogram.max_value
-    if histogram.exponent is None or (low >= -UNIT_RANGE_TOLERANCE and high <= 1.0 + UNIT_RANGE_TOLERANCE):
+    if histogram.exponent is None or (low >= -UNIT_RANGE_TOLERANCE
+                                      and high <= 1.0 + UNIT_RANGE_TOLERANCE):
         low, high = 0.0, 1.0
     span = (high - low) or 1.0
-    target = np.clip(np.floor((edges - low) / span * SMIYC_NUM_BINS), 0, SMIYC_NUM_BINS - 1).astype(np.int64)
+    target = np.clip(np.floor((edges - low) / span * SMIYC_NUM_BINS), 0,
+                     SMIYC_NUM_BINS - 1).astype(np.int64)
     coarse_negatives = np.bincount(target, negatives, minlength=SMIYC_NUM_BINS).astype(np.int64)
     coarse_positives = np.bincount(target, positives, minlength=SMIYC_NUM_BINS).astype(np.int64)
     coarse_edges = low + span * np.arange(SMIYC_NUM_BINS) / SMIYC_NUM_BINS
@@ -247,18 +262,23 @@ class AnomalyMetrics:
 
     def update(self, scores: Mapping[str, np.ndarray], anomaly: np.ndarray,
                valid: Optional[np.ndarray] = None) -> None:
-        """Add one frame: score maps by name, anomaly mask and optional valid mask (bool, same shape)."""
+        """Add one frame: score maps by name, anomaly mask and optional valid mask.
+
+        The masks are bool, of the score maps' shape.
+        """
         anomaly = np.asarray(anomaly, dtype=bool)
         valid = np.ones_like(anomaly) if valid is None else np.asarray(valid, dtype=bool)
         if valid.shape != anomaly.shape:
-            raise ValueError(f"valid mask shape {valid.shape} != anomaly mask shape {anomaly.shape}")
+            raise ValueError(f"valid mask shape {valid.shape} != "
+                             f"anomaly mask shape {anomaly.shape}")
         selected = {}
         for name in self.score_names:  # check everything before counting anything
             if name not in scores:
                 raise ValueError(f"score {name!r} missing from this frame (got {sorted(scores)})")
             score = np.asarray(scores[name])
             if score.shape != anomaly.shape:
-                raise ValueError(f"score {name!r} shape {score.shape} != label shape {anomaly.shape}")
+                raise ValueError(f"score {name!r} shape {score.shape} "
+                                 f"!= label shape {anomaly.shape}")
             selected[name] = score[valid]
             if not np.isfinite(selected[name]).all():
                 raise ValueError(f"score {name!r} has non-finite values")
@@ -268,7 +288,8 @@ class AnomalyMetrics:
     def merge(self, other: "AnomalyMetrics") -> None:
         """Add another accumulator over the same scores (e.g. another part of the dataset)."""
         if other.score_names != self.score_names:
-            raise ValueError(f"cannot merge metrics of scores {other.score_names} into {self.score_names}")
+            raise ValueError("cannot merge metrics of scores "
+                             f"{other.score_names} into {self.score_names}")
         for name in self.score_names:
             self.histograms[name].merge(other.histograms[name])
 
@@ -296,7 +317,8 @@ class AnomalyMetrics:
         """
         if mode not in METRIC_MODES:
             raise ValueError(f"unknown metric mode {mode!r}; choose one of {list(METRIC_MODES)}")
-        return {"mode": mode, "scores": {name: self._score_summary(name, mode) for name in self.score_names}}
+        return {"mode": mode, "scores": {name: self._score_summary(name, mode)
+                                         for name in self.score_names}}
 
     def _bins(self, name: str, mode: str):
         histogram = self.histograms[name]
@@ -339,10 +361,14 @@ class AnomalyMetrics:
         ap_error = np.sum(np.where(has_pos, pos_in_bin * (p_max - p_min), 0.0)) / num_pos
         return {"ap_max_error": float(ap_error),
                 "fpr95_max_error": float(neg_in_bin[index95 - 1] / num_neg),
-                "auroc_max_error": float(np.sum(pos_in_bin * neg_in_bin) / (2.0 * num_pos * num_neg))}
+                "auroc_max_error": float(np.sum(pos_in_bin * neg_in_bin)
+                                         / (2.0 * num_pos * num_neg))}
 
     def save(self, path: Union[str, Path]) -> None:
-        """Save the raw histograms (compressed ``.npz``, no pickles) for merging or re-aggregation."""
+        """Save the raw histograms (compressed ``.npz``, no pickles).
+
+        They are for merging or re-aggregation.
+        """
         meta = {"score_names": self.score_names, "histograms": {
             name: {"num_bins": h.num_bins, "exponent": h.exponent, "offset": h.offset,
                    "min_value": h.min_value, "max_value": h.max_value}

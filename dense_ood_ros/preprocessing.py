@@ -24,8 +24,10 @@ class Normalize(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("inv_std", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
 
     def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
         # Cast first: TensorRT accepts a uint8 tensor only as the input of a cast.
@@ -57,11 +59,15 @@ def resize_frame(frame: np.ndarray, input_size: Tuple[int, int]) -> np.ndarray:
 
 
 def resize_outputs(labels: np.ndarray, scores: np.ndarray, frame_size: Tuple[int, int]):
-    """Map labels (uint8 hxw) and scores (float32 Sxhxw) back to ``frame_size = (height, width)``."""
+    """Map labels (uint8 hxw) and scores (float32 Sxhxw) back to the frame size.
+
+    ``frame_size`` is (height, width).
+    """
     height, width = frame_size
     if labels.shape == (height, width):
         return labels, scores
     labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    scores = np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR) for s in scores]) \
-        if len(scores) else np.zeros((0, height, width), np.float32)
+    scores = (np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR)
+                        for s in scores])
+              if len(scores) else np.zeros((0, height, width), np.float32))
     return labels, scores

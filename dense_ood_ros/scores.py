@@ -45,7 +45,7 @@ def max_jsd_to_uniform(num_classes: int) -> float:
 
 
 def jsd(logits: torch.Tensor) -> torch.Tensor:
-    """NFlowJS score: ``1 - JSD(softmax || uniform) / JSD_max``, in [0, 1]."""
+    """Compute the NFlowJS score: ``1 - JSD(softmax || uniform) / JSD_max``, in [0, 1]."""
     return 1.0 - jsd_to_uniform(logits) / max_jsd_to_uniform(logits.shape[1])
 
 
@@ -78,4 +78,5 @@ def get_score(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return SCORES[name]
     except KeyError:
-        raise ValueError(f"unknown anomaly score {name!r}; choose one of {sorted(SCORES)}") from None
+        raise ValueError(f"unknown anomaly score {name!r}; "
+                         f"choose one of {sorted(SCORES)}") from None

@@ -1,5 +1,7 @@
 """Launch the dense_ood_ros detector node with the package's parameter file.
 
+Examples::
+
     ros2 launch dense_ood_ros detector.launch.py camera_topic:=/camera/image_raw
     ros2 launch dense_ood_ros detector.launch.py params_file:=/path/to/my_detector.yaml
 """
@@ -14,7 +16,8 @@ from launch_ros.actions import Node
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("dense_ood_ros"), "config", "detector.yaml")
+    default_params = os.path.join(get_package_share_directory("dense_ood_ros"), "config",
+                                  "detector.yaml")
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="ROS 2 parameter file of the detector node"),

@@ -22,10 +22,10 @@ for model in camvid_ce default; do
       --scores jsd,msp,maxlogit,entropy --out "$OUT/$model/camvid_paste_$split"
   done
 done
-$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
+$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp,jsd \
   --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
   --out "$OUT/anomaly_maps.png"
-$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp jsd \
+$PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp,jsd \
   --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \
   --stems Seq05VD_f03060 Seq05VD_f04290 Seq05VD_f02160 --out "$OUT/failure_modes.png"
 for split in val test; do

@@ -1,9 +1,9 @@
 """Fixtures shared by the export, backend, engine-cache and benchmark tests.
 
-Import them into a test module with ``from _fixtures_backends import ...``. Pytest binds
-imported fixtures to each importing module, so the expensive ones are memoised here to be
-made once per session. CamVid frames come from conftest's ``camvid_dir`` (skipped with a
-reason when the data is absent).
+conftest.py loads this module as a pytest plugin (``pytest_plugins``), so a test asks for a
+fixture by naming it as a parameter and each is made once per session; test modules import
+only the helpers (``SMALL_SIZE``, ``agreement_and_max_diff``). CamVid frames come from
+conftest's ``camvid_dir`` (skipped with a reason when the data is absent).
 """
 
 from pathlib import Path
@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from dense_ood_ros.io import read_rgb
+from dense_ood_ros.io import list_images, read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
 #: Small input size for fast tests (real CamVid frames resized to it).
 SMALL_SIZE = (128, 160)
-_SESSION = {}
-
-
-def _once(name, make):
-    if name not in _SESSION:
-        _SESSION[name] = make()
-    return _SESSION[name]
 
 
 def agreement_and_max_diff(reference, other, frames):
@@ -42,30 +35,29 @@ def agreement_and_max_diff(reference, other, frames):
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of the real architecture (ImageNet encoder, untrained decoder), 360x480."""
+    """Save a 360x480 checkpoint of the real architecture (ImageNet encoder, untrained decoder)."""
     from dense_ood_ros.checkpoint import save_checkpoint
     from dense_ood_ros.classes import CAMVID_CLASSES
     from dense_ood_ros.models import build_model
 
-    def make():
-        torch.manual_seed(0)
-        path = tmp_path_factory.mktemp("model") / "model.pt"
-        save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", len(CAMVID_CLASSES), pretrained=True),
-                        "efficientnet_lite0_swiftnet", CAMVID_CLASSES, (360, 480), {"note": "test fixture"})
-        return path
-
-    return _once("checkpoint", make)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", len(CAMVID_CLASSES),
+                                      pretrained=True),
+                    "efficientnet_lite0_swiftnet", CAMVID_CLASSES, (360, 480),
+                    {"note": "test fixture"})
+    return path
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    return _once("cache_dir", lambda: tmp_path_factory.mktemp("cache"))
+    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="session")
 def camvid_frames(camvid_dir):
     """Three real CamVid test frames, RGB uint8 360x480x3."""
-    paths = sorted((camvid_dir / "test").glob("*.webp")) or sorted((camvid_dir / "test").glob("*.png"))
+    paths = list_images(camvid_dir / "test", "CamVid test")
     if len(paths) < 3:
         pytest.skip(f"fewer than 3 CamVid test frames in {camvid_dir / 'test'}")
     return [read_rgb(p) for p in paths[::len(paths) // 3][:3]]
@@ -73,12 +65,9 @@ def camvid_frames(camvid_dir):
 
 @pytest.fixture(scope="session")
 def small_onnx(checkpoint, tmp_path_factory) -> Path:
-    """The checkpoint exported at SMALL_SIZE with the jsd score."""
-    from dense_ood_ros.export import export_onnx
+    """Export the checkpoint at SMALL_SIZE with the jsd score."""
+    from dense_ood_ros.onnx_graph import export_onnx
 
-    def make():
-        path = tmp_path_factory.mktemp("onnx") / "small.onnx"
-        export_onnx(checkpoint, path, ("jsd",), SMALL_SIZE)
-        return path
-
-    return _once("small_onnx", make)
+    path = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    export_onnx(checkpoint, path, ("jsd",), SMALL_SIZE)
+    return path

@@ -1,11 +1,18 @@
-"""Shared fixtures: a private DDS domain, the CamVid data, a few CamVid-Paste frames, the shipped
-model, an rclpy context."""
+"""Shared fixtures.
+
+A private DDS domain, the CamVid data, a few CamVid-Paste frames, the shipped model, an rclpy
+context; and, through the ``_fixtures_backends`` plugin, the exported-model fixtures of the
+export, backend, engine-cache and benchmark tests.
+"""
 
 import os
 import random
 from pathlib import Path
 
 import pytest
+
+#: Fixtures shared by several test modules, without importing them by name into each module.
+pytest_plugins = ["_fixtures_backends"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CAMVID_DIR = REPO_ROOT.parent / "shared" / "data" / "camvid"
@@ -16,9 +23,12 @@ CAMVID_TEST_FRAME = "test/Seq05VD_f02130"
 
 @pytest.fixture(scope="session", autouse=True)
 def ros_domain_id() -> int:
-    """This session's DDS domain, in os.environ before any rclpy.init and inherited by child
-    processes, so concurrent test runs never see each other. An explicit ROS_DOMAIN_ID
-    (scripts/test.sh picks a random one) is kept."""
+    """Choose this session's DDS domain.
+
+    It is in os.environ before any rclpy.init and inherited by child processes, so concurrent
+    test runs never see each other. An explicit ROS_DOMAIN_ID (scripts/test.sh picks a random
+    one) is kept.
+    """
     domain_id = int(os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100))))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain_id
@@ -26,7 +36,7 @@ def ros_domain_id() -> int:
 
 @pytest.fixture(scope="session")
 def ros_context(ros_domain_id):
-    """An initialised rclpy context for the test process (no signal handlers)."""
+    """Initialise an rclpy context for the test process (no signal handlers)."""
     from dense_ood_ros.ros.client import init_client_context
 
     context = init_client_context()
@@ -37,13 +47,14 @@ def ros_context(ros_domain_id):
 @pytest.fixture(scope="session")
 def camvid_dir() -> Path:
     if not (CAMVID_DIR / "test").is_dir():
-        pytest.skip(f"CamVid data not found at {CAMVID_DIR} (expected beside the repo as ../shared/data/camvid)")
+        pytest.skip(f"CamVid data not found at {CAMVID_DIR} (expected "
+                    "beside the repo as ../shared/data/camvid)")
     return CAMVID_DIR
 
 
 @pytest.fixture(scope="session")
 def camvid_frame(camvid_dir):
-    """A real CamVid test frame, RGB uint8 360x480x3 (lossless WebP or PNG)."""
+    """Read a real CamVid test frame, RGB uint8 360x480x3 (lossless WebP or PNG)."""
     from dense_ood_ros.io import read_rgb
 
     for suffix in (".webp", ".png"):
@@ -55,7 +66,7 @@ def camvid_frame(camvid_dir):
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    """The shipped model checkpoint (predictions are not assumed to be any good)."""
+    """Return the shipped model checkpoint (predictions are not assumed to be any good)."""
     assert DEFAULT_MODEL.is_file(), f"the shipped model checkpoint {DEFAULT_MODEL} is missing"
     return DEFAULT_MODEL
 

@@ -1,13 +1,15 @@
-"""dense-ood-benchmark: report structure, statistics and failure handling. Timings are
-measured, never asserted."""
+"""dense-ood-benchmark: report structure, statistics and failure handling.
+
+Timings are measured, never asserted.
+"""
 
 import json
 
 import numpy as np
 import pytest
 
-from _fixtures_backends import checkpoint  # noqa: F401
-from dense_ood_ros.benchmark import LABELS_ONLY, SCORE_COST, THROUGHPUT, latency_stats, main, parse_spec, ratios
+from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, latency_stats, main,
+                                     parse_spec, ratios)
 
 
 def test_latency_stats():
@@ -33,13 +35,17 @@ def test_ratios_compare_with_torch_and_labels_only():
         return {"backend": backend, "graph": graph, "input_size": [360, 480], "end_to_end": timing,
                 "inference": timing}
 
-    rows = ratios([result("torch:cpu", "jsd", 2.0, 500.0), result("onnxruntime:cpu", "jsd", 4.0, 250.0),
+    rows = ratios([result("torch:cpu", "jsd", 2.0, 500.0),
+                   result("onnxruntime:cpu", "jsd", 4.0, 250.0),
                    result("onnxruntime:cpu", LABELS_ONLY, 4.2, 240.0),
-                   {"backend": "tensorrt:fp16", "graph": "jsd", "input_size": [360, 480], "error": "no GPU"}])
+                   {"backend": "tensorrt:fp16", "graph": "jsd", "input_size": [360, 480],
+                    "error": "no GPU"}])
     assert [(r["kind"], r["backend"]) for r in rows] == [(THROUGHPUT, "onnxruntime:cpu"),
                                                          (SCORE_COST, "onnxruntime:cpu")]
-    assert rows[0]["inference"] == pytest.approx(2.0) and rows[0]["end_to_end"] == pytest.approx(2.0)
-    assert rows[1]["inference"] == pytest.approx(250.0 / 240.0 - 1.0) and rows[1]["end_to_end"] is None
+    assert (rows[0]["inference"] == pytest.approx(2.0)
+            and rows[0]["end_to_end"] == pytest.approx(2.0))
+    assert (rows[1]["inference"] == pytest.approx(250.0 / 240.0 - 1.0)
+            and rows[1]["end_to_end"] is None)
 
 
 def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, capsys):
@@ -49,13 +55,14 @@ def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, ca
         import tensorrt  # noqa: F401
     except ImportError:
         specs += ",tensorrt:fp16"  # reported as an error, not a crash
-    code = main(["--model", str(checkpoint), "--backends", specs, "--sizes", "64x96", "--frame-size", "96x128",
-                 "--frames", str(camvid_dir / "test"), "--num-frames", "2", "--warmup", "1", "--iters", "2",
-                 "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json),
-                 "--markdown", str(out_md)])
+    code = main(["--model", str(checkpoint), "--backends", specs, "--sizes", "64x96",
+                 "--frame-size", "96x128", "--frames", str(camvid_dir / "test"),
+                 "--num-frames", "2", "--warmup", "1", "--iters", "2", "--threads", "1",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "bench")])
     assert code == 0
     report = json.loads(out_json.read_text())
-    assert {"cpu", "logical_cpus", "gpus", "torch", "onnxruntime", "load_average_1_5_15"} <= set(report["machine"])
+    assert {"cpu", "logical_cpus", "gpus", "torch", "onnxruntime",
+            "load_average_1_5_15"} <= set(report["machine"])
     graphs = [(r["backend"], r["graph"]) for r in report["results"]]
     assert ("torch:cpu", "jsd") in graphs and ("onnxruntime:cpu", LABELS_ONLY) in graphs
     for r in report["results"]:
@@ -74,7 +81,8 @@ def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, ca
 
 
 def test_benchmark_rejects_bad_arguments(checkpoint, tmp_path, capsys):
-    assert main(["--model", str(checkpoint), "--backends", "openvino", "--frames", str(tmp_path)]) == 2
+    assert main(["--model", str(checkpoint), "--backends", "openvino",
+                 "--frames", str(tmp_path)]) == 2
     assert "openvino" in capsys.readouterr().err
     assert main(["--model", str(checkpoint), "--frames", str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err

@@ -25,7 +25,8 @@ def generated(tmp_path_factory):
 
 
 def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
 def test_same_seed_gives_byte_identical_output(generated):
@@ -37,11 +38,14 @@ def test_same_seed_gives_byte_identical_output(generated):
 def test_written_labels_are_consistent_with_camvid(generated):
     out = generated / "a"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["seed"] == 0 and manifest["coco_split"] == "val2017" and "CC BY-NC" in manifest["attribution"]
-    camvid = {image.stem: label for image, label in camvid_pairs(camvid_paste.DEFAULT_CAMVID, "test")}
+    assert (manifest["seed"] == 0 and manifest["coco_split"] == "val2017"
+            and "CC BY-NC" in manifest["attribution"])
+    camvid = {image.stem: label
+              for image, label in camvid_pairs(camvid_paste.DEFAULT_CAMVID, "test")}
     for frame in manifest["frames"]:
         stem = frame["stem"]
-        label, semantic = read_label(out / "labels" / f"{stem}.png"), read_label(out / "semantic" / f"{stem}.png")
+        label, semantic = (read_label(out / "labels" / f"{stem}.png"),
+                           read_label(out / "semantic" / f"{stem}.png"))
         original = read_label(camvid[stem])
         assert read_rgb(out / "images" / f"{stem}.png").shape[:2] == label.shape
         assert set(np.unique(label)) <= {0, 1, 255}
@@ -62,7 +66,8 @@ def test_label_is_exactly_where_the_object_was_pasted():
     image_path, label_path = camvid_pairs(camvid_paste.DEFAULT_CAMVID, "val")[0]
     frame, camvid_label = read_rgb(image_path), read_label(label_path)
     pool = camvid_paste.load_objects(camvid_paste.DEFAULT_COCO, "train2017")
-    result = camvid_paste.paste_frame(frame, camvid_label, pool, 0.47 * frame.shape[0], np.random.default_rng(3))
+    result = camvid_paste.paste_frame(frame, camvid_label, pool, 0.47 * frame.shape[0],
+                                      np.random.default_rng(3))
     assert result.objects
     pasted = result.alpha > 0.5
     assert np.array_equal(result.label == 1, pasted)
@@ -73,8 +78,8 @@ def test_label_is_exactly_where_the_object_was_pasted():
 
 
 def test_object_pools_are_disjoint_and_exclude_camvid_like_categories():
-    excluded = {"person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-                "traffic light", "fire hydrant", "stop sign", "parking meter", "bench"}
+    excluded = {"person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck",
+                "boat", "traffic light", "fire hydrant", "stop sign", "parking meter", "bench"}
     assert not excluded & set(camvid_paste.OBJECT_HEIGHTS_M)
     assert camvid_paste.COCO_SPLIT_FOR == {"val": "train2017", "test": "val2017"}
     pool = camvid_paste.load_objects(camvid_paste.DEFAULT_COCO, "val2017")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dense_ood_ros.classes import colorize
-from dense_ood_ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, render_result
+from dense_ood_ros.ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, render_result
 from dense_ood_ros.visualization import heat_map, score_range
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
@@ -47,14 +47,15 @@ def test_result_picture_shows_input_segmentation_and_heat_map_side_by_side():
 @pytest.mark.ros
 def test_demo_runs_end_to_end_on_a_demo_frame(tmp_path, model_path, capsys):
     pytest.importorskip("rclpy", reason="the ROS 2 Python client library (rclpy) is not installed")
-    from dense_ood_ros.demo import main
+    from dense_ood_ros.ros.demo import main
 
     frames = tmp_path / "frames"
     frames.mkdir()
     shutil.copy(sorted(DEMO_DIR.glob("*.jpg"))[0], frames)
     output = tmp_path / "out"
-    assert main(["--frames", str(frames), "--output", str(output), "--model-path", str(model_path)]) == 0
+    assert main(["--frames", str(frames), "--out", str(output), "--model", str(model_path)]) == 0
     (result,) = output.glob("*.png")
-    assert cv2.imread(str(result)).shape == (TITLE_HEIGHT + 360 + FOOTER_HEIGHT, 3 * 480 + 2 * GAP, 3)
+    assert cv2.imread(str(result)).shape == (TITLE_HEIGHT + 360 + FOOTER_HEIGHT, 3 * 480 + 2 * GAP,
+                                             3)
     printed = capsys.readouterr().out
     assert "FPS" in printed and "detector node stopped (exit code 0)" in printed

@@ -38,7 +38,8 @@ def test_non_native_frame_size_is_mapped_back(detector, camvid_frame, height, wi
 
 
 def test_input_size_and_several_scores(model_path, camvid_frame):
-    detector = Detector.from_model(model_path, score_names=("jsd", "msp", "maxlogit"), input_size=(192, 256))
+    detector = Detector.from_model(model_path, score_names=("jsd", "msp", "maxlogit"),
+                                   input_size=(192, 256))
     assert detector.backend.input_size == (192, 256)
     output = detector(camvid_frame)
     assert list(output.scores) == ["jsd", "msp", "maxlogit"]
@@ -72,12 +73,14 @@ def write_other_torch_file(path, _):
 
 
 def write_mismatched_state_dict(path, _):
-    torch.save({"format": CHECKPOINT_FORMAT, "model": "efficientnet_lite0_swiftnet", "num_classes": 11,
-                "class_names": ["c"] * 11, "input_size": [360, 480], "state_dict": {"bogus": torch.zeros(1)}}, path)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": "efficientnet_lite0_swiftnet",
+                "num_classes": 11, "class_names": ["c"] * 11, "input_size": [360, 480],
+                "state_dict": {"bogus": torch.zeros(1)}}, path)
 
 
-@pytest.mark.parametrize("write", [write_random_bytes, write_truncated_copy, write_other_torch_file,
-                                   write_mismatched_state_dict])
+@pytest.mark.parametrize("write",
+                         [write_random_bytes, write_truncated_copy, write_other_torch_file,
+                          write_mismatched_state_dict])
 def test_corrupt_checkpoint_raises_checkpoint_error_naming_the_file(tmp_path, model_path, write):
     path = tmp_path / "broken.pt"
     write(path, model_path)

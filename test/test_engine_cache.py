@@ -1,5 +1,7 @@
-"""Engine cache keys, stale/corrupt artifacts, the TensorRT cache logic with a fake TensorRT,
-and INT8 calibration batches from real CamVid frames. None of it needs TensorRT or a GPU."""
+"""Engine cache keys, stale/corrupt artifacts, the TensorRT cache logic with a fake TensorRT.
+
+And INT8 calibration batches from real CamVid frames. None of it needs TensorRT or a GPU.
+"""
 
 import logging
 from types import SimpleNamespace
@@ -7,26 +9,30 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from _fixtures_backends import checkpoint, small_onnx  # noqa: F401
-from dense_ood_ros.backends import engine_cache, tensorrt_backend
-from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationSettings, calibration_images)
-from dense_ood_ros.backends.engine_cache import engine_key, read_record, record_path, stale_reason
-from dense_ood_ros.export import ModelFileError
+from dense_ood_ros import cache
+from dense_ood_ros.backends import tensorrt_backend
+from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationSettings,
+                                                calibration_images)
+from dense_ood_ros.backends.tensorrt_backend import engine_key
+from dense_ood_ros.cache import read_record, record_path, stale_reason
+from dense_ood_ros.onnx_graph import ModelFileError
 from dense_ood_ros.io import read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
-KEY = dict(onnx_sha256="ab" * 32, precision="fp16", input_shape=(1, 360, 480, 3), gpu_name="NVIDIA H100 80GB HBM3",
-           compute_capability="9.0", tensorrt_version="10.3.0")
+KEY = dict(onnx_sha256="ab" * 32, precision="fp16", input_shape=(1, 360, 480, 3),
+           gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", tensorrt_version="10.3.0")
 
 
-# ----------------------------------------------------------------------------- keys and records
+# --------------------------------------------------------------------- keys and records
 
 def test_engine_key_holds_everything_an_engine_depends_on():
     key = engine_key(**KEY)
     assert key == {"onnx_sha256": "ab" * 32, "precision": "fp16", "input_shape": [1, 360, 480, 3],
-                   "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.3.0"}
-    for field, other in [("onnx_sha256", "cd" * 32), ("precision", "int8"), ("input_shape", (1, 720, 1280, 3)),
-                         ("gpu_name", "NVIDIA A100"), ("compute_capability", "8.0"), ("tensorrt_version", "10.4.0")]:
+                   "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+                   "tensorrt": "10.3.0"}
+    for field, other in [("onnx_sha256", "cd" * 32), ("precision", "int8"),
+                         ("input_shape", (1, 720, 1280, 3)), ("gpu_name", "NVIDIA A100"),
+                         ("compute_capability", "8.0"), ("tensorrt_version", "10.4.0")]:
         assert engine_key(**{**KEY, field: other}) != key, field
     assert engine_key(**KEY, calibration_id="c1")["calibration_id"] == "c1"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
@@ -34,7 +40,8 @@ def test_engine_key_holds_everything_an_engine_depends_on():
 
 
 def test_engine_path_names_model_size_and_precision(tmp_path):
-    path = engine_cache.engine_path(tmp_path, "/x/model.onnx", "ab" * 32, "int8", (720, 1280))
+    path = tensorrt_backend.cached_engine_path(tmp_path, "/x/model.onnx", "ab" * 32, "int8",
+                                               (720, 1280))
     assert path == tmp_path / "engines" / f"model-{'ab' * 6}-720x1280.int8.engine"
 
 
@@ -46,18 +53,20 @@ def test_stale_reason_covers_missing_unrecorded_mismatched_and_corrupt(tmp_path)
     assert "missing" in stale_reason(artifact, key)
     record_path(artifact).write_text("[1, 2")
     assert "unreadable" in stale_reason(artifact, key)
-    engine_cache.store(artifact, lambda tmp: tmp.write_bytes(b"serialized engine"), key, {"note": "x"})
+    cache.store(artifact, lambda tmp: tmp.write_bytes(b"serialized engine"), key, {"note": "x"})
     assert stale_reason(artifact, key) is None
     assert read_record(artifact)["note"] == "x"
     reason = stale_reason(artifact, {**key, "gpu": "NVIDIA A100", "tensorrt": "10.4.0"})
-    assert "gpu: cached 'NVIDIA H100 80GB HBM3', needed 'NVIDIA A100'" in reason and "tensorrt" in reason
+    assert ("gpu: cached 'NVIDIA H100 80GB HBM3', needed 'NVIDIA A100'" in reason
+            and "tensorrt" in reason)
     artifact.write_bytes(b"serialized engine, truncated")
     assert "corrupt" in stale_reason(artifact, key)
 
 
 def test_a_key_without_calibration_id_accepts_any_calibration(tmp_path):
     artifact = tmp_path / "m.engine"
-    engine_cache.store(artifact, lambda tmp: tmp.write_bytes(b"e"), engine_key(**KEY, calibration_id="c1"))
+    cache.store(artifact, lambda tmp: tmp.write_bytes(b"e"),
+                engine_key(**KEY, calibration_id="c1"))
     assert stale_reason(artifact, engine_key(**KEY)) is None
     assert "calibration_id" in stale_reason(artifact, engine_key(**KEY, calibration_id="c2"))
 
@@ -70,8 +79,8 @@ def test_ensure_builds_once_and_a_failed_build_leaves_nothing_behind(tmp_path):
         tmp.write_bytes(b"artifact")
 
     statuses = []
-    assert engine_cache.ensure(artifact, key, write, "thing", statuses.append) == artifact
-    assert engine_cache.ensure(artifact, key, write, "thing", statuses.append) == artifact
+    assert cache.ensure(artifact, key, write, "thing", statuses.append) == artifact
+    assert cache.ensure(artifact, key, write, "thing", statuses.append) == artifact
     assert len(builds) == 1 and len(statuses) == 1 and "building thing" in statuses[0]
 
     def failing(tmp):
@@ -79,12 +88,13 @@ def test_ensure_builds_once_and_a_failed_build_leaves_nothing_behind(tmp_path):
         raise RuntimeError("builder crashed")
 
     with pytest.raises(RuntimeError, match="builder crashed"):
-        engine_cache.ensure(artifact, {"v": 2}, failing, "thing")
-    assert sorted(p.name for p in artifact.parent.iterdir()) == ["m.bin"]  # record gone, no temp files
+        cache.ensure(artifact, {"v": 2}, failing, "thing")
+    # record gone, no temp files
+    assert sorted(p.name for p in artifact.parent.iterdir()) == ["m.bin"]
     assert "missing" in stale_reason(artifact, {"v": 2})
 
 
-# ----------------------------------------------------------------------------- TensorRT cache logic, faked
+# --------------------------------------------------------------------- TensorRT cache logic, faked
 
 class _FakeCalibrator:
     def __init__(self, batches, method, cache_path, status=None):
@@ -94,15 +104,18 @@ class _FakeCalibrator:
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    """TensorRT replaced at its two seams: the environment key and the builder."""
-    env = SimpleNamespace(gpu="NVIDIA H100 80GB HBM3", capability="9.0", version="10.3.0", builds=[])
+    """Replace TensorRT at its two seams: the environment key and the builder."""
+    env = SimpleNamespace(gpu="NVIDIA H100 80GB HBM3", capability="9.0", version="10.3.0",
+                          builds=[])
 
     def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0):
-        return engine_key(onnx_sha256, precision, (1, *input_size, 3), env.gpu, env.capability, env.version,
-                          calibration_id)
+        return engine_key(onnx_sha256, precision, (1, *input_size, 3), env.gpu, env.capability,
+                          env.version, calibration_id)
 
-    def build(onnx_path, precision, input_size, calibrator=None, workspace_gb=4.0, status=None, device_index=0):
-        env.builds.append(SimpleNamespace(precision=precision, input_size=input_size, calibrator=calibrator))
+    def build(onnx_path, precision, input_size, calibrator=None, workspace_gb=4.0, status=None,
+              device_index=0):
+        env.builds.append(SimpleNamespace(precision=precision, input_size=input_size,
+                                          calibrator=calibrator))
         if status is not None:
             status("building TensorRT engine: fake phase (1/1)")
         return f"{precision} engine for {env.gpu}, TensorRT {env.version}".encode()
@@ -113,10 +126,12 @@ def fake_trt(monkeypatch):
     return env
 
 
-def test_engine_is_built_once_then_rebuilt_for_another_gpu_or_tensorrt(fake_trt, small_onnx, tmp_path, caplog):
+def test_engine_is_built_once_then_rebuilt_for_another_gpu_or_tensorrt(fake_trt, small_onnx,
+                                                                       tmp_path, caplog):
     caplog.set_level(logging.INFO)
     statuses = []
-    engine = tensorrt_backend.ensure_engine(small_onnx, precision="fp16", cache_dir=tmp_path, status=statuses.append)
+    engine = tensorrt_backend.ensure_engine(small_onnx, precision="fp16", cache_dir=tmp_path,
+                                            status=statuses.append)
     assert engine.parent == tmp_path / "engines" and len(fake_trt.builds) == 1
     assert any("building TensorRT fp16 engine" in s for s in statuses)
     assert any("fake phase (1/1)" in s for s in statuses)
@@ -124,12 +139,14 @@ def test_engine_is_built_once_then_rebuilt_for_another_gpu_or_tensorrt(fake_trt,
     assert record["key"]["input_shape"] == [1, 128, 160, 3] and record["score_names"] == ["jsd"]
     assert record["class_names"][0] == "sky" and record["onnx"] == str(small_onnx.resolve())
 
-    assert tensorrt_backend.ensure_engine(small_onnx, precision="fp16", cache_dir=tmp_path) == engine
+    assert tensorrt_backend.ensure_engine(small_onnx, precision="fp16",
+                                          cache_dir=tmp_path) == engine
     assert len(fake_trt.builds) == 1
 
     fake_trt.gpu, fake_trt.capability = "NVIDIA A100-SXM4-40GB", "8.0"
     caplog.clear()
-    assert tensorrt_backend.ensure_engine(small_onnx, precision="fp16", cache_dir=tmp_path) == engine
+    assert tensorrt_backend.ensure_engine(small_onnx, precision="fp16",
+                                          cache_dir=tmp_path) == engine
     assert len(fake_trt.builds) == 2 and "gpu: cached 'NVIDIA H100 80GB HBM3'" in caplog.text
     assert b"A100" in engine.read_bytes()
 
@@ -148,29 +165,36 @@ def test_engine_is_built_once_then_rebuilt_for_another_gpu_or_tensorrt(fake_trt,
 
 def test_engine_request_must_fit_a_fixed_size_onnx(fake_trt, small_onnx, tmp_path):
     with pytest.raises(ValueError, match="fixed input size"):
-        tensorrt_backend.ensure_engine(small_onnx, precision="fp16", input_size=(360, 480), cache_dir=tmp_path)
+        tensorrt_backend.ensure_engine(small_onnx, precision="fp16", input_size=(360, 480),
+                                       cache_dir=tmp_path)
 
 
-def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(fake_trt, small_onnx, tmp_path,
-                                                                               camvid_dir):
+def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(
+        fake_trt, small_onnx, tmp_path, camvid_dir):
     with pytest.raises(ValueError, match="--calib-dir"):
         tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
     settings = CalibrationSettings(camvid_dir / "train", count=3, method="minmax")
-    engine = tensorrt_backend.ensure_engine(small_onnx, precision="int8", calibration=settings, cache_dir=tmp_path)
+    engine = tensorrt_backend.ensure_engine(small_onnx, precision="int8", calibration=settings,
+                                            cache_dir=tmp_path)
     (build,) = fake_trt.builds
-    assert build.calibrator.method == "minmax" and build.calibrator.shapes == [(1, 128, 160, 3)] * 3
-    assert build.calibrator.cache_path.name.startswith(engine.name) and build.calibrator.cache_path.suffix == ".calib"
+    assert (build.calibrator.method == "minmax"
+            and build.calibrator.shapes == [(1, 128, 160, 3)] * 3)
+    assert (build.calibrator.cache_path.name.startswith(engine.name)
+            and build.calibrator.cache_path.suffix == ".calib")
     assert "calibration_id" in read_record(engine)["key"]
 
-    assert tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path) == engine
-    assert len(fake_trt.builds) == 1  # the node opens the prebuilt engine without calibration settings
+    assert tensorrt_backend.ensure_engine(small_onnx, precision="int8",
+                                          cache_dir=tmp_path) == engine
+    # the node opens the prebuilt engine without calibration settings
+    assert len(fake_trt.builds) == 1
 
     fake_trt.version = "10.4.0"  # stale: rebuilt with the calibration data its record names
     tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
     assert len(fake_trt.builds) == 2 and fake_trt.builds[1].calibrator.method == "minmax"
 
 
-def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_trt, small_onnx, tmp_path):
+def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_trt, small_onnx,
+                                                                         tmp_path):
     onnx_copy = tmp_path / "model.onnx"
     onnx_copy.write_bytes(small_onnx.read_bytes())
     engine = tensorrt_backend.ensure_engine(onnx_copy, tmp_path / "model.engine", precision="fp16")
@@ -189,7 +213,7 @@ def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_tr
         tensorrt_backend.check_engine_file(engine)
 
 
-# ----------------------------------------------------------------------------- calibration batches
+# --------------------------------------------------------------------- calibration batches
 
 @pytest.fixture(scope="module")
 def train_dir(camvid_dir):
@@ -203,7 +227,8 @@ def test_calibration_batches_are_full_resized_uint8_batches(train_dir):
     produced = list(batches)
     assert len(produced) == 2  # the fifth frame cannot fill a batch and is dropped
     for batch in produced:
-        assert batch.shape == (2, 96, 128, 3) and batch.dtype == np.uint8 and batch.flags.c_contiguous
+        assert (batch.shape == (2, 96, 128, 3) and batch.dtype == np.uint8
+                and batch.flags.c_contiguous)
     np.testing.assert_array_equal(produced[1][1], resize_frame(read_rgb(paths[3]), (96, 128)))
 
 

@@ -10,8 +10,8 @@ import pytest
 from dense_ood_ros.checkpoint import save_checkpoint
 from dense_ood_ros.classes import CAMVID_CLASSES
 from dense_ood_ros.detector import DetectorOutput
-from dense_ood_ros.evaluate import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, AnomalyLabelSpec, Evaluation,
-                                    evaluate_frames, find_frames, main)
+from dense_ood_ros.evaluate import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, AnomalyLabelSpec,
+                                    Evaluation, evaluate_frames, find_frames, main)
 from dense_ood_ros.io import read_label
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics
 from dense_ood_ros.models import build_model
@@ -38,7 +38,8 @@ def synthetic(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     for index in range(4):
-        cv2.imwrite(str(tmp_path / "images" / f"f{index}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+        cv2.imwrite(str(tmp_path / "images" / f"f{index}.png"),
+                    rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
         label = np.where(rng.random((40, 56)) < 0.2, 1, 0).astype(np.uint8)
         label[:4] = 255
         cv2.imwrite(str(tmp_path / "labels" / f"f{index}.png"), label)
@@ -47,7 +48,7 @@ def synthetic(tmp_path):
 
 def _run(checkpoint, images, out, *extra):
     return main(["--model", str(checkpoint), "--images", str(images), "--out", str(out),
-                 "--input-size", "64", "96", "--no-progress", *extra])
+                 "--input-size", "64x96", "--no-progress", *extra])
 
 
 @needs_data
@@ -55,8 +56,9 @@ def test_end_to_end_on_camvid_paste(checkpoint, camvid_paste_frames, tmp_path):
     benchmark = camvid_paste_frames
     out = tmp_path / "eval"
     code = main(["--model", str(checkpoint), "--images", str(benchmark / "images"),
-                 "--labels", str(benchmark / "labels"), "--semantic-labels", str(benchmark / "semantic"),
-                 "--scores", ",".join(SCORES), "--input-size", "180", "240", "--out", str(out),
+                 "--labels", str(benchmark / "labels"),
+                 "--semantic-labels", str(benchmark / "semantic"), "--scores", ",".join(SCORES),
+                 "--input-size", "180x240", "--out", str(out),
                  "--num-overlays", "2", "--no-progress"])
     assert code == EXIT_OK
     for name in ("metrics.json", "metrics.md", "pr_curve.png", "roc_curve.png",
@@ -77,21 +79,25 @@ def test_end_to_end_on_camvid_paste(checkpoint, camvid_paste_frames, tmp_path):
         for key in ("ap", "fpr95", "auroc"):
             assert 0.0 <= result[key] <= 1.0, (name, key)
     semantic = report["semantic"]
-    assert 0.0 <= semantic["miou"] <= 100.0 and list(semantic["per_class_iou"]) == list(CAMVID_CLASSES)
+    assert (0.0 <= semantic["miou"] <= 100.0
+            and list(semantic["per_class_iou"]) == list(CAMVID_CLASSES))
     markdown = (out / "metrics.md").read_text()
     assert all(f"| {name} |" in markdown for name in SCORES) and "mIoU" in markdown
 
     # The accumulators re-aggregate to the same numbers, in either mode.
     reloaded = AnomalyMetrics.load(out / "accumulators" / "anomaly.npz")
-    assert reloaded.summary("sklearn")["scores"]["jsd"]["ap"] == report["anomaly"]["scores"]["jsd"]["ap"]
+    assert (reloaded.summary("sklearn")["scores"]["jsd"]["ap"]
+            == report["anomaly"]["scores"]["jsd"]["ap"])
     assert 0.0 <= reloaded.summary("smiyc")["scores"]["jsd"]["ap"] <= 1.0
-    assert SemanticMetrics.load(out / "accumulators" / "semantic.json").summary()["miou"] == semantic["miou"]
+    assert (SemanticMetrics.load(out / "accumulators" / "semantic.json").summary()["miou"]
+            == semantic["miou"])
 
 
 def test_missing_label_fails_before_inference(checkpoint, synthetic, capsys):
     (synthetic / "labels" / "f2.png").unlink()
     out = synthetic / "eval"
-    assert _run(checkpoint, synthetic / "images", out, "--labels", str(synthetic / "labels")) == EXIT_BAD_INPUT
+    assert _run(checkpoint, synthetic / "images", out,
+                "--labels", str(synthetic / "labels")) == EXIT_BAD_INPUT
     assert "f2.png" in capsys.readouterr().err
     assert not (out / "metrics.json").exists()
 
@@ -112,7 +118,8 @@ def test_mismatched_label_is_reported_and_partial_results_are_saved(checkpoint, 
     assert "f1.png" in err and "f3.png" in err and "INCOMPLETE" in err
     report = json.loads((out / "metrics.json").read_text())
     assert not report["complete"] and report["frames"] == 2 and len(report["problems"]) == 2
-    assert report["anomaly"]["mode"] == "smiyc" and set(report["anomaly"]["scores"]) == {"msp", "entropy"}
+    assert (report["anomaly"]["mode"] == "smiyc"
+            and set(report["anomaly"]["scores"]) == {"msp", "entropy"})
     assert (out / "accumulators" / "anomaly.npz").is_file()
 
 
@@ -120,8 +127,8 @@ def test_bad_arguments(checkpoint, synthetic, capsys):
     with pytest.raises(SystemExit):
         _run(checkpoint, synthetic / "images", synthetic / "eval")  # neither kind of labels
     with pytest.raises(SystemExit):
-        _run(checkpoint, synthetic / "images", synthetic / "eval", "--labels", str(synthetic / "labels"),
-             "--scores", "jsd,energy")
+        _run(checkpoint, synthetic / "images", synthetic / "eval",
+             "--labels", str(synthetic / "labels"), "--scores", "jsd,energy")
     assert "energy" in capsys.readouterr().err
     shutil.rmtree(synthetic / "labels")
     assert _run(checkpoint, synthetic / "images", synthetic / "eval",
@@ -141,7 +148,7 @@ def test_evaluate_frames_keeps_what_was_computed_when_the_backend_fails(syntheti
                               {"jsd": rng.random(image.shape[:2]).astype(np.float32)})
     detector.calls = 0
 
-    evaluation = evaluate_frames(detector, frames, AnomalyLabelSpec(), Evaluation(AnomalyMetrics(["jsd"]), None),
-                                 progress=False)
+    evaluation = evaluate_frames(detector, frames, AnomalyLabelSpec(),
+                                 Evaluation(AnomalyMetrics(["jsd"]), None), progress=False)
     assert evaluation.frames == 2 and evaluation.stopped == "RuntimeError: device lost"
     assert evaluation.anomaly.summary()["scores"]["jsd"]["positives"] > 0

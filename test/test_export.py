@@ -1,4 +1,7 @@
-"""Whole-graph ONNX export: checked model, metadata, fixed/dynamic sizes, labels-only, CLI, cache."""
+"""Whole-graph ONNX export.
+
+Checked model, metadata, fixed/dynamic sizes, labels-only, CLI, cache.
+"""
 
 import json
 import logging
@@ -9,12 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _fixtures_backends import SMALL_SIZE, camvid_frames, checkpoint, small_onnx  # noqa: F401
-from dense_ood_ros.backends.engine_cache import record_path
-from dense_ood_ros.checkpoint import file_sha256, load_model
-from dense_ood_ros.export import (DEFAULT_OPSET, ModelFileError, _static_pool_matrix, cached_onnx, export_onnx,
-                                  main, read_onnx_info)
+from _fixtures_backends import SMALL_SIZE
+from dense_ood_ros.cache import record_path
+from dense_ood_ros.checkpoint import load_model
+from dense_ood_ros.export import main
+from dense_ood_ros.io import file_sha256
 from dense_ood_ros.graph import InferenceGraph
+from dense_ood_ros.onnx_graph import (DEFAULT_OPSET, ModelFileError, _static_pool_matrix,
+                                      cached_onnx, export_onnx, read_onnx_info)
 from dense_ood_ros.preprocessing import resize_frame
 
 torch.set_num_threads(1)
@@ -36,7 +41,8 @@ def _ort_session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("height, width, out", [(12, 15, 8), (4, 8, 4), (3, 2, 8), (23, 9, 2), (5, 5, 1)])
+@pytest.mark.parametrize("height, width, out",
+                         [(12, 15, 8), (4, 8, 4), (3, 2, 8), (23, 9, 2), (5, 5, 1)])
 def test_pool_matrices_match_torch_adaptive_pooling(height, width, out):
     x = torch.randn(1, 2, height, width)
     rows, cols = (torch.from_numpy(_static_pool_matrix(n, out)) for n in (height, width))
@@ -52,7 +58,8 @@ def test_fixed_size_export_is_checked_and_self_describing(small_onnx, checkpoint
     assert [o.name for o in outputs] == ["labels", "scores"]
     assert [_elem_type(o) for o in outputs] == [onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT]
     assert {op.domain: op.version for op in model.opset_import}[""] == DEFAULT_OPSET
-    assert "LogSoftmax" not in {node.op_type for node in model.graph.node}  # exported as reductions: faster
+    # exported as reductions: faster
+    assert "LogSoftmax" not in {node.op_type for node in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["class_names"])[:2] == ["sky", "building"]
     assert json.loads(meta["score_names"]) == ["jsd"]
@@ -84,7 +91,7 @@ def test_dynamic_export_matches_torch_at_two_sizes(checkpoint, tmp_path, camvid_
 
 def test_labels_only_export_has_only_the_labels_output(checkpoint, tmp_path):
     path = tmp_path / "labels.onnx"
-    info = export_onnx(checkpoint, path, input_size=(64, 96), labels_only=True)
+    info = export_onnx(checkpoint, path, score_names=(), input_size=(64, 96))
     assert info.score_names == ()
     assert [o.name for o in onnx.load(str(path)).graph.output] == ["labels"]
     (labels,) = _ort_session(path).run(None, {"images": np.zeros((2, 64, 96, 3), np.uint8)})
@@ -93,7 +100,8 @@ def test_labels_only_export_has_only_the_labels_output(checkpoint, tmp_path):
 
 def test_cli_exports_onnx(checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    args = ["--model", str(checkpoint), "--onnx", str(out), "--input-size", "64x96", "--scores", "jsd,entropy"]
+    args = ["--model", str(checkpoint), "--onnx", str(out), "--input-size", "64x96",
+            "--scores", "jsd,entropy"]
     assert main(args) == 0
     assert read_onnx_info(out).score_names == ("jsd", "entropy")
     assert "opset 17" in capsys.readouterr().out

@@ -39,8 +39,11 @@ def test_log_det_matches_brute_force_jacobian():
 
 
 def test_log_prob_of_identity_flow_is_standard_normal():
-    """Known case: with couplings at zero, actnorm at identity and identity 1x1 convs the flow is a
-    (volume-preserving) permutation, so log p(x) is the standard-normal density of x - 0.5."""
+    """Check a known case: the identity flow.
+
+    With couplings at zero, actnorm at identity and identity 1x1 convs the flow is a
+    (volume-preserving) permutation, so log p(x) is the standard-normal density of x - 0.5.
+    """
     flow = Glow(num_levels=2, steps_per_level=1, hidden=8).double()
     with torch.no_grad():
         for module in flow.modules():
@@ -49,7 +52,8 @@ def test_log_prob_of_identity_flow_is_standard_normal():
             if hasattr(module, "weight") and module.weight.dim() == 2:
                 module.weight.copy_(torch.eye(module.weight.shape[0]))
             if module.__class__.__name__ == "AffineCoupling":
-                module.net[-1].bias.copy_(torch.tensor([0.0, 50.0]).repeat(module.net[-1].bias.numel() // 2))
+                module.net[-1].bias.copy_(
+                    torch.tensor([0.0, 50.0]).repeat(module.net[-1].bias.numel() // 2))
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     want = (-0.5 * ((x - 0.5) ** 2 + math.log(2 * math.pi))).flatten(1).sum(1)
     assert torch.allclose(flow.log_prob(x), want, atol=1e-8)
@@ -81,7 +85,8 @@ def test_bits_per_dim_decreases_with_training():
     flow = Glow(num_levels=2, steps_per_level=2, hidden=16)
     # smooth images (a ramp per image plus a little noise): spatially correlated, like patches
     ramp = torch.linspace(0, 1, 8)
-    images = (60 + 120 * torch.rand(8, 3, 1, 1) * (ramp[None, None, :, None] + ramp[None, None, None, :]) / 2
+    images = (60 + 120 * torch.rand(8, 3, 1, 1)
+              * (ramp[None, None, :, None] + ramp[None, None, None, :]) / 2
               + torch.randint(0, 4, (8, 3, 8, 8))).floor()
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
     first = None
@@ -101,6 +106,7 @@ def test_sampling_stays_finite_when_couplings_shrink_hard():
     with torch.no_grad():
         for module in flow.modules():
             if module.__class__.__name__ == "AffineCoupling":
-                module.net[-1].bias.copy_(torch.tensor([0.0, -60.0]).repeat(module.net[-1].bias.numel() // 2))
+                module.net[-1].bias.copy_(
+                    torch.tensor([0.0, -60.0]).repeat(module.net[-1].bias.numel() // 2))
     torch.manual_seed(0)
     assert torch.isfinite(flow.sample(4, 64, 72, temperature=1.0)).all()

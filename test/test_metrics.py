@@ -10,14 +10,16 @@ from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics, anomaly_targe
 def sklearn_metrics(anomaly, scores):
     """Exact AP, FPR at the first threshold with TPR >= 0.95, AUROC on raw pixels."""
     fpr, tpr, _ = roc_curve(anomaly, scores, drop_intermediate=False)
-    return {"ap": average_precision_score(anomaly, scores), "fpr95": fpr[np.searchsorted(tpr, 0.95)],
-            "auroc": roc_auc_score(anomaly, scores)}
+    return {"ap": average_precision_score(anomaly, scores),
+            "fpr95": fpr[np.searchsorted(tpr, 0.95)], "auroc": roc_auc_score(anomaly, scores)}
 
 
 def smiyc_reference(frames):
-    """SegmentMeIfYouCan PixBinaryClass-uniThr, re-implemented from its description:
-    per frame ``np.histogram(bins=4096, range=(0, 1))`` of anomaly / inlier scores, cumulated
-    from the top bin, cmats summed over frames, then ``curves_from_cmats``."""
+    """Compute SegmentMeIfYouCan's PixBinaryClass-uniThr, re-implemented from its description.
+
+    Per frame ``np.histogram(bins=4096, range=(0, 1))`` of anomaly / inlier scores, cumulated
+    from the top bin, cmats summed over frames, then ``curves_from_cmats``.
+    """
     tp = fp = 0
     num_pos = num_neg = 0
     for scores, anomaly in frames:
@@ -36,7 +38,8 @@ def smiyc_reference(frames):
     precision = np.ones(len(tp))
     precision[predicted > 0] = tp[predicted > 0] / predicted[predicted > 0]
     index = np.searchsorted(tpr, 0.95)
-    return {"ap": np.sum(np.diff(tpr) * precision[1:]), "fpr95": fpr[index] if index < len(tpr) else 1.0,
+    return {"ap": np.sum(np.diff(tpr) * precision[1:]),
+            "fpr95": fpr[index] if index < len(tpr) else 1.0,
             "auroc": np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)}  # np.trapz
 
 
@@ -51,7 +54,8 @@ def random_frames(kind, rng, count=6, shape=(48, 64)):
         elif kind == "maxlogit":  # unbounded, range varies by frame (forces re-binning)
             scores = rng.normal(-8.0 + index, 1.5 + index, shape) + 3.0 * anomaly
         elif kind == "heavy_tail":
-            scores = rng.exponential(1.0, shape) * (1.0 + anomaly) + 20.0 * (rng.random(shape) < 0.001)
+            scores = (rng.exponential(1.0, shape) * (1.0 + anomaly)
+                      + 20.0 * (rng.random(shape) < 0.001))
         elif kind == "ties":  # values on a 1/64 grid: many exact ties
             scores = np.round((rng.random(shape) + 0.4 * anomaly) * 64) / 64
         elif kind == "separated":
@@ -139,7 +143,8 @@ def test_order_merge_and_save_load_give_identical_counts(tmp_path):
     loaded = AnomalyMetrics.load(tmp_path / "anomaly.npz")
     for metrics in (merged, loaded):
         for name in names:
-            for ours, expected in zip(metrics.histograms[name].bins(), sequential.histograms[name].bins()):
+            for ours, expected in zip(metrics.histograms[name].bins(),
+                                      sequential.histograms[name].bins()):
                 assert np.array_equal(ours, expected)
         assert metrics.summary("smiyc") == sequential.summary("smiyc")
         assert metrics.summary("sklearn") == sequential.summary("sklearn")

@@ -1,11 +1,13 @@
-"""training.misses: threshold at a TPR, missed anomaly pixels by pasted category and predicted class."""
+"""training.misses: threshold at a TPR, missed anomaly pixels.
+
+The misses are broken down by pasted category and by predicted class.
+"""
 
 import json
 
 import numpy as np
 import pytest
 
-from _fixtures_backends import checkpoint  # noqa: F401  (pytest fixture)
 from training.misses import breakdown, false_alarms, main, object_index_map
 
 
@@ -16,7 +18,8 @@ def test_breakdown_counts_the_pixels_below_the_tpr_threshold():
     assert report["missed_pixels"] == 5 and report["anomaly_pixels"] == 100
     assert 0.04 < report["threshold"] <= 0.05
     low, high = report["groups"]  # sorted by share of the misses; "absent" has no pixels
-    assert (low["name"], low["pixels"], low["share_of_missed"], low["miss_rate"]) == ("low", 10, 1.0, 0.5)
+    assert (low["name"], low["pixels"], low["share_of_missed"],
+            low["miss_rate"]) == ("low", 10, 1.0, 0.5)
     assert (high["name"], high["share_of_anomaly"], high["share_of_missed"]) == ("high", 0.9, 0.0)
 
 
@@ -27,11 +30,14 @@ def test_breakdown_refuses_an_empty_set():
 
 def test_false_alarms_count_inlier_pixels_at_or_above_the_threshold():
     scores = np.array([0.1, 0.5, 0.6, 0.2, 0.9, 0.0], np.float32)
-    classes = np.array([0, 0, 0, 1, 1, 11])  # 11: a class outside the names (void) counts only in the total
+    # 11: a class outside the names (void) counts only in the total
+    classes = np.array([0, 0, 0, 1, 1, 11])
     report = false_alarms(scores, classes, ["road", "sky"], threshold=0.5)
-    assert (report["inlier_pixels"], report["false_alarm_pixels"]) == (6, 3) and report["fpr"] == 0.5
+    assert (report["inlier_pixels"],
+            report["false_alarm_pixels"]) == (6, 3) and report["fpr"] == 0.5
     road, sky = report["groups"]
-    assert (road["name"], road["pixels"], road["share_of_false_alarms"]) == ("road", 3, pytest.approx(2 / 3))
+    assert (road["name"], road["pixels"],
+            road["share_of_false_alarms"]) == ("road", 3, pytest.approx(2 / 3))
     assert (sky["false_alarm_rate"], sky["share_of_inlier"]) == (0.5, pytest.approx(2 / 6))
 
 
@@ -46,10 +52,10 @@ def test_object_index_map_keeps_only_anomaly_pixels_inside_each_box():
     assert index[0, 7] == -1 and (index >= 0).sum() == 4 + 6
 
 
-def test_cli_on_camvid_paste_frames(checkpoint, camvid_paste_frames, tmp_path):  # noqa: F811
+def test_cli_on_camvid_paste_frames(checkpoint, camvid_paste_frames, tmp_path):
     out = tmp_path / "misses.json"
-    code = main(["--model", str(checkpoint), "--benchmark", str(camvid_paste_frames), "--input-size", "180", "240",
-                 "--out", str(out)])
+    code = main(["--model", str(checkpoint), "--benchmark", str(camvid_paste_frames),
+                 "--input-size", "180x240", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     manifest = json.loads((camvid_paste_frames / "manifest.json").read_text())
@@ -63,11 +69,12 @@ def test_cli_on_camvid_paste_frames(checkpoint, camvid_paste_frames, tmp_path): 
         assert sum(row["share_of_missed"] for row in report[key]) == pytest.approx(1.0)
     valid = sum(frame["valid_pixels"] for frame in manifest["frames"])
     assert report["inlier_pixels"] == valid - labels_total
-    assert sum(row["pixels"] for row in report["false_alarms_by_true_class"]) == report["inlier_pixels"]
+    assert (sum(row["pixels"] for row in report["false_alarms_by_true_class"])
+            == report["inlier_pixels"])
     assert 0.0 <= report["fpr"] <= 1.0
     assert report["false_alarm_pixels"] == round(report["fpr"] * report["inlier_pixels"])
 
 
-def test_cli_names_a_folder_without_manifest(checkpoint, tmp_path, capsys):  # noqa: F811
+def test_cli_names_a_folder_without_manifest(checkpoint, tmp_path, capsys):
     assert main(["--model", str(checkpoint), "--benchmark", str(tmp_path)]) == 2
     assert "manifest.json" in capsys.readouterr().err

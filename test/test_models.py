@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from dense_ood_ros.models import MODELS, build_model
-from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite0, load_imagenet_weights
+from dense_ood_ros.models.encoders.efficientnet_lite import (EfficientNetLite0,
+                                                             load_imagenet_weights)
 from dense_ood_ros.preprocessing import Normalize
 
 
@@ -56,7 +57,10 @@ def test_unknown_model_is_named():
 
 
 def test_imagenet_weights_classify_a_real_cat():
-    """The shipped ImageNet weights really load: chelsea (scikit-image) lands in an ImageNet cat class."""
+    """Load the shipped ImageNet weights for real.
+
+    Chelsea (scikit-image) lands in an ImageNet cat class.
+    """
     skimage_data = pytest.importorskip("skimage.data")
     import cv2
 

@@ -1,5 +1,7 @@
-"""The detector node over real DDS (node in its own process, this process as camera and
-listener), its parameters, params file and launch file."""
+"""The detector node over real DDS, its parameters, params file and launch file.
+
+The node runs in its own process, this process is the camera and the listener.
+"""
 
 import importlib.util
 import py_compile
@@ -22,9 +24,12 @@ from std_msgs.msg import Header  # noqa: E402
 from dense_ood_ros.classes import NUM_CLASSES, colorize  # noqa: E402
 from dense_ood_ros.detector import Detector  # noqa: E402
 from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC  # noqa: E402
-from dense_ood_ros.ros.client import DetectorClient, detector_command, start_detector, stop_detector  # noqa: E402
-from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_compressed, numpy_to_image  # noqa: E402
-from dense_ood_ros.ros.node import PARAMETERS, NodeConfigError, load_detector, validate_parameters  # noqa: E402
+from dense_ood_ros.ros.client import (DetectorClient, detector_command,  # noqa: E402
+                                      start_detector, stop_detector)
+from dense_ood_ros.ros.conversions import (image_to_numpy, numpy_to_compressed,  # noqa: E402
+                                           numpy_to_image)
+from dense_ood_ros.ros.node import (PARAMETERS, NodeConfigError, load_detector,  # noqa: E402
+                                    validate_parameters)
 
 pytestmark = pytest.mark.ros
 
@@ -40,14 +45,16 @@ DEFAULTS = {name: default for name, (default, _) in PARAMETERS.items()}
 
 @pytest.fixture(scope="module")
 def detector_node(model_path, tmp_path_factory):
-    """The detector node as a child process, configured by the params file plus -p overrides."""
+    """Start the detector node as a child process, configured by the params file + -p overrides."""
     log_path = tmp_path_factory.mktemp("detector_node") / "node.log"
-    parameters = {"model_path": str(model_path), "camera_topic": CAMERA_TOPIC, "output_namespace": OUTPUT_NAMESPACE}
+    parameters = {"model_path": str(model_path), "camera_topic": CAMERA_TOPIC,
+                  "output_namespace": OUTPUT_NAMESPACE}
     with log_path.open("w") as log:
         process = start_detector(parameters, params_file=PARAMS_FILE, log=log)
         yield SimpleNamespace(process=process, log_path=log_path)
         exit_code = stop_detector(process)
-    assert exit_code == 0, f"the node did not stop cleanly (exit code {exit_code}):\n{log_path.read_text()}"
+    assert exit_code == 0, (f"the node did not stop cleanly (exit code {exit_code}):\n"
+                            f"{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,8 @@ def stamped_header(sec: int, frame_id: str = "dds_test_camera") -> Header:
 
 def test_outputs_match_the_detector_and_carry_the_input_header(client, camvid_frame, model_path):
     header = stamped_header(1_700_000_000)
-    reply = client.request(numpy_to_image(camvid_frame, "bgr8", header), timeout_s=STARTUP_TIMEOUT_S)
+    reply = client.request(numpy_to_image(camvid_frame, "bgr8", header),
+                           timeout_s=STARTUP_TIMEOUT_S)
     outputs = reply.outputs
     assert {name: msg.encoding for name, msg in outputs.items()} == {
         LABELS_TOPIC: "mono8", COLOR_TOPIC: "rgb8", SCORE_TOPIC: "32FC1"}
@@ -89,14 +97,18 @@ def test_outputs_match_the_detector_and_carry_the_input_header(client, camvid_fr
 
 def test_outputs_have_the_size_of_a_non_native_input(client, camvid_frame):
     frame = cv2.resize(camvid_frame, (320, 240), interpolation=cv2.INTER_AREA)
-    reply = client.request(numpy_to_image(frame, "rgb8", stamped_header(1_700_000_001)), timeout_s=30.0)
+    reply = client.request(numpy_to_image(frame, "rgb8", stamped_header(1_700_000_001)),
+                           timeout_s=30.0)
     for msg in reply.outputs.values():
         assert (msg.height, msg.width) == (240, 320)
 
 
 def wait_for_status(client, statuses, condition, timeout_s, publish=None):
-    """Spin until a DiagnosticStatus received from now on meets ``condition`` (calling ``publish``
-    meanwhile). Statuses already in ``statuses`` describe an earlier state and are not considered."""
+    """Spin until a DiagnosticStatus received from now on meets ``condition``.
+
+    ``publish`` is called meanwhile. Statuses already in ``statuses`` describe an earlier state
+    and are not considered.
+    """
     first_new = len(statuses)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -107,7 +119,8 @@ def wait_for_status(client, statuses, condition, timeout_s, publish=None):
         for status in statuses[first_new:]:
             if condition(status, {kv.key: kv.value for kv in status.values}):
                 return status, {kv.key: kv.value for kv in status.values}
-    raise AssertionError(f"no matching diagnostics within {timeout_s} s; last: {statuses[-1:] or 'none'}")
+    raise AssertionError(f"no matching diagnostics within {timeout_s} s; last: "
+                         f"{statuses[-1:] or 'none'}")
 
 
 def test_bad_frame_is_counted_and_the_node_keeps_working(client, camvid_frame, model_path):
@@ -115,14 +128,17 @@ def test_bad_frame_is_counted_and_the_node_keeps_working(client, camvid_frame, m
     diagnostics = client.node.create_subscription(
         DiagnosticArray, "/diagnostics", lambda msg: statuses.extend(
             s for s in msg.status if s.hardware_id == "/detector"), 10)
-    bad_frame = Image(header=stamped_header(1_700_000_002), height=2, width=2, encoding="yuv422", step=4,
-                      data=bytes(8))
+    bad_frame = Image(header=stamped_header(1_700_000_002), height=2, width=2, encoding="yuv422",
+                      step=4, data=bytes(8))
     try:
-        status, values = wait_for_status(client, statuses, lambda s, v: int(v["bad_frames"]) >= 1, 20.0,
-                                         publish=lambda: client.camera_publisher.publish(bad_frame))
+        status, values = wait_for_status(
+            client, statuses, lambda s, v: int(v["bad_frames"]) >= 1, 20.0,
+            publish=lambda: client.camera_publisher.publish(bad_frame))
         assert status.level == DiagnosticStatus.ERROR and "yuv422" in status.message
-        client.request(numpy_to_image(camvid_frame, "rgb8", stamped_header(1_700_000_003)), timeout_s=30.0)
-        status, values = wait_for_status(client, statuses, lambda s, v: s.level == DiagnosticStatus.OK, 10.0)
+        client.request(numpy_to_image(camvid_frame, "rgb8", stamped_header(1_700_000_003)),
+                       timeout_s=30.0)
+        status, values = wait_for_status(client, statuses,
+                                         lambda s, v: s.level == DiagnosticStatus.OK, 10.0)
     finally:
         client.node.destroy_subscription(diagnostics)
     assert values["backend"].startswith("torch")
@@ -135,7 +151,8 @@ def test_bad_frame_is_counted_and_the_node_keeps_working(client, camvid_frame, m
 def test_compressed_input_without_colour_output(ros_context, model_path, camvid_frame, tmp_path):
     topic = "dds_test/compressed_camera/image/compressed"
     parameters = {"model_path": str(model_path), "camera_topic": topic, "compressed": True,
-                  "publish_color": False, "input_size": [192, 256], "output_namespace": "dds_test/compressed"}
+                  "publish_color": False, "input_size": [192, 256],
+                  "output_namespace": "dds_test/compressed"}
     log_path = tmp_path / "node.log"
     with log_path.open("w") as log:
         process = start_detector(parameters, log=log)
@@ -145,7 +162,8 @@ def test_compressed_input_without_colour_output(ros_context, model_path, camvid_
                                 node_name="dds_test_compressed_client") as client:
                 client.wait_until_connected(STARTUP_TIMEOUT_S)
                 assert client.node.count_publishers("/dds_test/compressed/" + COLOR_TOPIC) == 0
-                msg = numpy_to_compressed(camvid_frame, "jpeg", stamped_header(1_700_000_004, "jpeg_camera"))
+                msg = numpy_to_compressed(camvid_frame, "jpeg",
+                                          stamped_header(1_700_000_004, "jpeg_camera"))
                 reply = client.request(msg, timeout_s=STARTUP_TIMEOUT_S)
         except (TimeoutError, RuntimeError) as exc:
             pytest.fail(f"{exc}\nnode log:\n{log_path.read_text()}")
@@ -166,8 +184,10 @@ def test_missing_model_file_stops_the_node_at_start_up(tmp_path):
 
 
 def test_corrupt_model_stops_the_node_after_loading_in_the_background(tmp_path):
-    """The model loads in a worker thread; its failure still ends the node with code 2 and a
-    message naming the parameter and the file."""
+    """Load the model in a worker thread; its failure still ends the node with code 2.
+
+    The message names the parameter and the file.
+    """
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     result = subprocess.run(detector_command({"model_path": str(broken)}),
@@ -211,14 +231,16 @@ def test_unloadable_model_is_a_model_path_error(tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     settings = validate_parameters({**DEFAULTS, "model_path": str(broken)})
-    with pytest.raises(NodeConfigError, match=f"parameter 'model_path' = '{broken}': cannot read checkpoint {broken}"):
+    with pytest.raises(NodeConfigError, match=f"parameter 'model_path' = '{broken}': cannot read "
+                                              f"checkpoint {broken}"):
         load_detector(settings)
 
 
 def test_model_the_backend_cannot_run_is_reported_with_the_parameters(tmp_path):
     not_a_checkpoint = tmp_path / "model.onnx"
     not_a_checkpoint.write_bytes(b"not a model")
-    settings = validate_parameters({**DEFAULTS, "backend": "torch", "model_path": str(not_a_checkpoint)})
+    settings = validate_parameters({**DEFAULTS, "backend": "torch",
+                                    "model_path": str(not_a_checkpoint)})
     with pytest.raises(NodeConfigError, match=f"'model_path' = '{not_a_checkpoint}'"):
         load_detector(settings)
 
@@ -229,7 +251,8 @@ def test_params_file_holds_valid_node_parameters(model_path):
     assert set(parameters) <= set(PARAMETERS)
     settings = validate_parameters({**DEFAULTS, **parameters})
     assert settings.model_path == model_path  # default: the package's models/default.pt
-    assert (settings.camera_topic, settings.output_namespace, settings.qos_depth) == ("image", "dense_ood", 1)
+    assert (settings.camera_topic, settings.output_namespace,
+            settings.qos_depth) == ("image", "dense_ood", 1)
 
 
 def test_launch_file_compiles():
@@ -237,7 +260,8 @@ def test_launch_file_compiles():
 
 
 def test_launch_file_builds_a_launch_description():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installed (ROS 2 launch system not available)")
+    pytest.importorskip("launch_ros",
+                        reason="launch_ros is not installed (ROS 2 launch system not available)")
     from launch_ros.actions import Node
 
     spec = importlib.util.spec_from_file_location("detector_launch", LAUNCH_FILE)

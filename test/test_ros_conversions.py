@@ -19,12 +19,14 @@ FLOAT = RNG.standard_normal((5, 7)).astype(np.float32)
 ARRAYS = {"rgb8": RGB, "bgr8": RGB, "mono8": MONO, "32FC1": FLOAT}
 
 
-def raw_message(pixels_on_wire: np.ndarray, encoding: str, padding: int = 0, bigendian: bool = False):
-    """A duck-typed Image message with ``padding`` junk bytes at the end of every row."""
+def raw_message(pixels_on_wire: np.ndarray, encoding: str, padding: int = 0,
+                bigendian: bool = False):
+    """Make a duck-typed Image message with ``padding`` junk bytes at the end of every row."""
     rows = pixels_on_wire.reshape(pixels_on_wire.shape[0], -1).view(np.uint8)
     padded = np.concatenate([rows, np.full((rows.shape[0], padding), 0xEE, np.uint8)], axis=1)
-    return SimpleNamespace(height=pixels_on_wire.shape[0], width=pixels_on_wire.shape[1], encoding=encoding,
-                           step=padded.shape[1], is_bigendian=int(bigendian), data=padded.tobytes(),
+    return SimpleNamespace(height=pixels_on_wire.shape[0], width=pixels_on_wire.shape[1],
+                           encoding=encoding, step=padded.shape[1], is_bigendian=int(bigendian),
+                           data=padded.tobytes(),
                            header=SimpleNamespace(frame_id="camera"))
 
 
@@ -59,7 +61,8 @@ def test_bgr8_is_blue_green_red_on_the_wire_and_rgb_in_numpy():
 def test_row_padding_from_step_is_skipped(encoding, padding):
     pixels = ARRAYS[encoding]
     on_wire = pixels[..., ::-1] if encoding == "bgr8" else pixels
-    np.testing.assert_array_equal(image_to_numpy(raw_message(np.ascontiguousarray(on_wire), encoding, padding)),
+    np.testing.assert_array_equal(image_to_numpy(raw_message(np.ascontiguousarray(on_wire),
+                                                             encoding, padding)),
                                   pixels)
 
 
@@ -71,14 +74,16 @@ def test_big_endian_float_is_returned_in_native_order():
 
 
 def test_message_to_rgb_replicates_mono8_and_rejects_float_images():
-    np.testing.assert_array_equal(message_to_rgb(raw_message(MONO, "mono8")), np.repeat(MONO[..., None], 3, 2))
+    np.testing.assert_array_equal(message_to_rgb(raw_message(MONO, "mono8")),
+                                  np.repeat(MONO[..., None], 3, 2))
     with pytest.raises(ValueError, match="'32FC1' is not a camera image"):
         message_to_rgb(raw_message(FLOAT, "32FC1"))
 
 
 def test_unsupported_encoding_is_named():
     msg = raw_message(MONO, "yuv422")
-    with pytest.raises(ValueError, match=r"unsupported image encoding 'yuv422'; supported: rgb8, bgr8, mono8, 32FC1"):
+    with pytest.raises(ValueError, match=r"unsupported image encoding 'yuv422'; supported: "
+                                         r"rgb8, bgr8, mono8, 32FC1"):
         image_to_numpy(msg)
 
 
@@ -97,7 +102,8 @@ def test_builder_rejects_arrays_that_do_not_fit_the_encoding():
     pytest.importorskip("sensor_msgs.msg")
     with pytest.raises(ValueError, match=r"32FC1 needs a float32 HxW array, got uint8"):
         numpy_to_image(MONO, "32FC1")
-    with pytest.raises(ValueError, match=r"rgb8 needs a uint8 HxWx3 array, got uint8 with shape \(5, 7\)"):
+    with pytest.raises(ValueError,
+                       match=r"rgb8 needs a uint8 HxWx3 array, got uint8 with shape \(5, 7\)"):
         numpy_to_image(MONO, "rgb8")
     with pytest.raises(ValueError, match="unsupported image encoding 'rgba8'"):
         numpy_to_image(RGB, "rgba8")
@@ -108,7 +114,8 @@ def test_builder_copies_the_header():
     header = std_msgs.Header(frame_id="camera_optical")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     msg = numpy_to_image(FLOAT, "32FC1", header)
-    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("camera_optical", 12, 345)
+    assert (msg.header.frame_id, msg.header.stamp.sec,
+            msg.header.stamp.nanosec) == ("camera_optical", 12, 345)
 
 
 def test_compressed_png_round_trip_is_exact_and_jpeg_is_close():
@@ -124,7 +131,8 @@ def test_compressed_png_round_trip_is_exact_and_jpeg_is_close():
 def test_compressed_errors_name_the_format():
     with pytest.raises(ValueError, match="unsupported compressed image format 'tiff'"):
         compressed_to_rgb(SimpleNamespace(format="tiff", data=b"\x00" * 10))
-    with pytest.raises(ValueError, match=r"cannot decode 'rgb8; jpeg compressed bgr8' compressed image \(10 bytes\)"):
+    with pytest.raises(ValueError, match=r"cannot decode 'rgb8; jpeg compressed bgr8' "
+                                         r"compressed image \(10 bytes\)"):
         compressed_to_rgb(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=b"\x00" * 10))
 
 
@@ -132,11 +140,12 @@ def test_rosbags_messages_convert_like_rclpy_ones():
     typesys = pytest.importorskip("rosbags.typesys")
     store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
     types = store.types
-    header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=2),
-                                          frame_id="camera")
+    header = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=2), frame_id="camera")
     padded = raw_message(RGB[..., ::-1].copy(), "bgr8", padding=5)
-    image = types["sensor_msgs/msg/Image"](header=header, height=5, width=7, encoding="bgr8", is_bigendian=0,
-                                           step=padded.step, data=np.frombuffer(padded.data, np.uint8))
+    image = types["sensor_msgs/msg/Image"](header=header, height=5, width=7, encoding="bgr8",
+                                           is_bigendian=0, step=padded.step,
+                                           data=np.frombuffer(padded.data, np.uint8))
     image = store.deserialize_cdr(store.serialize_cdr(image, image.__msgtype__), image.__msgtype__)
     np.testing.assert_array_equal(message_to_rgb(image), RGB)
     import cv2
@@ -148,7 +157,8 @@ def test_rosbags_messages_convert_like_rclpy_ones():
 def test_conversions_import_without_rclpy():
     code = ("import sys; sys.modules['rclpy'] = sys.modules['sensor_msgs'] = None; "
             "import dense_ood_ros.ros.conversions")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
 
 

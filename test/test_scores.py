@@ -26,11 +26,12 @@ def _jsd64(p):
 
 
 REFERENCES = {
-    "jsd": lambda z: 1.0 - _jsd64(_softmax64(z)) / _jsd64(np.eye(z.shape[1])[None, :, 0, None, None]
-                                                          * np.ones((1, 1, 1, 1)))[0, 0, 0],
+    "jsd": lambda z: 1.0 - _jsd64(_softmax64(z)) / _jsd64(
+        np.eye(z.shape[1])[None, :, 0, None, None] * np.ones((1, 1, 1, 1)))[0, 0, 0],
     "msp": lambda z: 1.0 - _softmax64(z).max(axis=1),
     "maxlogit": lambda z: -z.max(axis=1),
-    "entropy": lambda z: -(_softmax64(z) * np.log(np.clip(_softmax64(z), 1e-300, None))).sum(axis=1),
+    "entropy": lambda z: -(_softmax64(z) * np.log(np.clip(_softmax64(z), 1e-300,
+                                                          None))).sum(axis=1),
 }
 
 
@@ -57,7 +58,8 @@ def test_jsd_is_zero_for_uniform_and_maximal_for_one_hot():
     one_hot = torch.full((1, c, 1, 1), -1e4)
     one_hot[0, 3] = 1e4
     assert scores.jsd_to_uniform(uniform).item() == pytest.approx(0.0, abs=1e-7)
-    assert scores.jsd_to_uniform(one_hot).item() == pytest.approx(scores.max_jsd_to_uniform(c), rel=1e-6)
+    assert scores.jsd_to_uniform(one_hot).item() == pytest.approx(scores.max_jsd_to_uniform(c),
+                                                                  rel=1e-6)
     assert scores.jsd(uniform).item() == pytest.approx(1.0, abs=1e-6)
     assert scores.jsd(one_hot).item() == pytest.approx(0.0, abs=1e-6)
     assert scores.max_jsd_to_uniform(2) < math.log(2)

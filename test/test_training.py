@@ -16,18 +16,20 @@ from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
 from training.common import CsvLog
 from training.config import load_config, parse_overrides
 from training.losses import inlier_cross_entropy, negative_jsd_loss
-from training.pasting import crop_patches, paste_patches, sample_flow_size, sample_locations, sample_patch_size
+from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
+                              sample_patch_size)
 from training.plots import main as plots_main, plot_flow_samples
-from training.stages import flow_from_config
+from training.flows import flow_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
 CONFIG = REPO / "training" / "configs" / "camvid_nflowjs.yaml"
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
 
-TINY = ["threads=1", f"data.root={CAMVID}", "data.limit_train=4", "data.limit_eval=2", "data.batch_size=2",
-        "data.crop_size=[64,96]", "ce.epochs=1", "ce.eval_every=1", "flow.pretrain_steps=3",
-        "flow.batch_size=4", "flow.patch_size=16", "nflowjs.epochs=1", "model.pretrained=false"]
+TINY = ["threads=1", f"data.root={CAMVID}", "data.limit_train=4", "data.limit_eval=2",
+        "data.batch_size=2", "data.crop_size=[64,96]", "ce.epochs=1", "ce.eval_every=1",
+        "flow.pretrain_steps=3", "flow.batch_size=4", "flow.patch_size=16", "nflowjs.epochs=1",
+        "model.pretrained=false"]
 
 
 def test_negative_jsd_loss_properties():
@@ -37,7 +39,8 @@ def test_negative_jsd_loss_properties():
     negative = torch.zeros(1, 4, 4, dtype=torch.bool)
     negative[:, 1:3, 1:3] = True
     assert negative_jsd_loss(uniform, negative).item() == pytest.approx(0.0, abs=1e-7)
-    assert negative_jsd_loss(confident, negative).item() == pytest.approx(max_jsd_to_uniform(11), rel=1e-5)
+    assert (negative_jsd_loss(confident, negative).item()
+            == pytest.approx(max_jsd_to_uniform(11), rel=1e-5))
     logits = torch.randn(2, 11, 4, 4, requires_grad=True)
     negative_jsd_loss(logits, negative.expand(2, 4, 4)).backward()
     assert torch.isfinite(logits.grad).all()
@@ -76,7 +79,8 @@ def test_flow_sample_sizes_are_the_patch_scaled_down():
     assert sizes == {(80, 48), (40, 24), (16, 16)}
     state = rng.bit_generator.state
     sample_flow_size(rng, (80, 48), [2], 8)
-    assert rng.bit_generator.state == state  # one scale draws nothing: runs without the option reproduce
+    # one scale draws nothing: runs without the option reproduce
+    assert rng.bit_generator.state == state
 
 
 def test_pasting_keeps_labels_consistent():
@@ -86,7 +90,8 @@ def test_pasting_keeps_labels_consistent():
     patches = torch.rand(3, 3, 8, 16, requires_grad=True)
     locations = sample_locations(rng, 3, (32, 48), (8, 16))
     replaced = crop_patches(images, locations, (8, 16))
-    pasted, new_labels, negative = paste_patches(images, labels, patches * 255, locations, ignore_index=11)
+    pasted, new_labels, negative = paste_patches(images, labels, patches * 255, locations,
+                                                 ignore_index=11)
     assert int(negative.sum()) == 3 * 8 * 16
     assert (new_labels[negative] == 11).all()
     assert torch.equal(new_labels[~negative], labels[~negative])
@@ -101,7 +106,8 @@ def test_pasting_keeps_labels_consistent():
 
 
 def test_overrides_parse_as_yaml_and_reject_items_without_a_key():
-    assert parse_overrides(["ce.epochs=1", "stages=[ce, flow]", "nflowjs.init_flow=runs/a=b/flow.pt"]) == {
+    assert parse_overrides(["ce.epochs=1", "stages=[ce, flow]",
+                            "nflowjs.init_flow=runs/a=b/flow.pt"]) == {
         "ce.epochs": 1, "stages": ["ce", "flow"], "nflowjs.init_flow": "runs/a=b/flow.pt"}
     for bad in ("ce.epochs", "=1"):
         with pytest.raises(ValueError, match="KEY=VALUE"):
@@ -124,12 +130,14 @@ def test_config_errors_name_the_key():
 
 
 def _train(tmp_path, *overrides, torchrun=False, **popen):
-    module = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-              str(29500 + os.getpid() % 1000), "-m", "training.train"] if torchrun else ["-m", "training.train"]
-    cmd = [sys.executable, *module, "--config", str(CONFIG), "--set", f"output_dir={tmp_path}", *TINY, *overrides]
+    module = (["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(29500 + os.getpid() % 1000), "-m", "training.train"] if torchrun
+              else ["-m", "training.train"])
+    cmd = [sys.executable, *module, "--config", str(CONFIG), "--set", f"output_dir={tmp_path}",
+           *TINY, *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def test_flow_samples_plot_measures_clipped_pixels(tmp_path):
@@ -139,33 +147,38 @@ def test_flow_samples_plot_measures_clipped_pixels(tmp_path):
             samples[:, :, : height // 2] = 0.0
             return samples
 
-    assert plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8), count=2) == [0.5, 0.5]
+    assert plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8),
+                             count=2) == [0.5, 0.5]
     # a row at 1/2 size is upsampled bilinearly: the black/grey edge blurs, fewer pixels stay black
-    clipped = plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8), count=2,
-                                scales=[1, 2])
+    clipped = plot_flow_samples(HalfBlackFlow(), tmp_path / "s.png", seed=0, patch_size=(8, 8),
+                                count=2, scales=[1, 2])
     assert clipped[:2] == [0.5, 0.5] and 0.0 < clipped[2] < 0.5
 
 
 def test_flow_samples_cli_on_a_saved_flow(tmp_path, capsys):
     flow = flow_from_config(load_config(CONFIG))
     torch.save({"flow": flow.state_dict()}, tmp_path / "flow.pt")
-    plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "flow.pt"), "--out", str(tmp_path / "s.png")])
+    plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "flow.pt"),
+                "--out", str(tmp_path / "s.png")])
     assert (tmp_path / "s.png").stat().st_size > 0
     assert "clipped pixels:" in capsys.readouterr().out
     torch.save({"model": {}}, tmp_path / "model.pt")
     with pytest.raises(SystemExit):
-        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "model.pt"), "--out", str(tmp_path / "x.png")])
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "model.pt"),
+                    "--out", str(tmp_path / "x.png")])
     assert "is not a saved flow" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "absent.pt"), "--out", str(tmp_path / "x.png")])
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "absent.pt"),
+                    "--out", str(tmp_path / "x.png")])
     assert "absent.pt not found" in capsys.readouterr().err
     wider = flow_from_config(load_config(CONFIG, {"flow.hidden": 16}))
     torch.save({"flow": wider.state_dict()}, tmp_path / "wider.pt")
     with pytest.raises(SystemExit):
-        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "wider.pt"), "--out", str(tmp_path / "x.png")])
+        plots_main(["--config", str(CONFIG), "--flow", str(tmp_path / "wider.pt"),
+                    "--out", str(tmp_path / "x.png")])
     assert "does not match the flow the config describes" in capsys.readouterr().err
-    plots_main(["--config", str(CONFIG), "--set", "flow.hidden=16", "--flow", str(tmp_path / "wider.pt"),
-                "--out", str(tmp_path / "w.png")])
+    plots_main(["--config", str(CONFIG), "--set", "flow.hidden=16",
+                "--flow", str(tmp_path / "wider.pt"), "--out", str(tmp_path / "w.png")])
     assert (tmp_path / "w.png").stat().st_size > 0
 
 
@@ -201,13 +214,18 @@ def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
 @needs_camvid
 @pytest.mark.slow
 def test_nflowjs_with_coarse_flow_samples(tmp_path):
-    """sample_scales: the flow samples at half size, upsampled; its likelihood sees the patch downsampled."""
-    proc = _train(tmp_path, "nflowjs.sample_scales=[2]", "data.crop_size=[128,128]", "nflowjs.reference_crop=256")
+    """sample_scales: the flow samples at half size, upsampled.
+
+    Its likelihood sees the patch downsampled.
+    """
+    proc = _train(tmp_path, "nflowjs.sample_scales=[2]", "data.crop_size=[128,128]",
+                  "nflowjs.reference_crop=256")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     with open(tmp_path / "nflowjs" / "log.csv", newline="") as stream:
         rows = [row for row in csv.DictReader(stream) if row["step"]]
-    assert rows and all(np.isfinite(float(row["bpd"])) and np.isfinite(float(row["jsd_loss"])) for row in rows)
+    assert rows and all(np.isfinite(float(row["bpd"])) and np.isfinite(float(row["jsd_loss"]))
+                        for row in rows)
     load_model(tmp_path / "nflowjs" / "model.pt")
 
 

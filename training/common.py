@@ -1,6 +1,7 @@
 """Shared training machinery: distributed setup, resumable state, CSV logs, evaluation."""
 
 import csv
+import ctypes
 import os
 import random
 import time
@@ -14,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
+from dense_ood_ros.host import available_cpu_count
 from dense_ood_ros.metrics import SemanticMetrics
 from dense_ood_ros.preprocessing import Normalize
 
@@ -24,17 +26,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class DistributedContext:
-    """Rank/world size from torchrun's environment; a single process when absent."""
+def configure_process(threads: Optional[int], reuse_freed_memory: bool) -> int:
+    """Set torch's CPU threads and glibc's reuse of freed memory; return the thread count.
 
-    def __init__(self):
+    ``threads=None``: the cores this process may run on. ``reuse_freed_memory``: glibc keeps
+    freed blocks for reuse instead of handing the large ones back to the kernel, which would
+    page-fault (and zero) them in again at every step.
+    """
+    threads = threads or available_cpu_count()
+    torch.set_num_threads(threads)
+    if reuse_freed_memory:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc: nothing to tune
+            return threads
+        m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameters from glibc's malloc.h
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+    return threads
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """Map config key ``device`` (auto, cpu, cuda) to a torch device; CUDA must be there."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("config key 'device' is cuda, but torch finds no CUDA device here "
+                         f"(torch {torch.__version__}); use device: cpu or auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+class DistributedContext:
+    """Rank/world size from torchrun's environment; a single process when absent.
+
+    ``device``: config key ``device``; under torchrun each process takes the GPU of its
+    ``LOCAL_RANK``.
+    """
+
+    def __init__(self, device: str = "cpu"):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = self.world_size > 1
+        self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.enabled and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        self.device = torch.device(
-            f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
 
     @property
     def is_main(self) -> bool:
@@ -43,15 +80,19 @@ class DistributedContext:
     def wrap(self, model: nn.Module) -> nn.Module:
         if not self.enabled:
             return model
-        return nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
 
     def average_gradients(self, module: nn.Module) -> None:
-        """All-reduce-average the gradients of a module that DDP does not wrap (the flow is used
-        through ``sample``/``bits_per_dim``, not ``forward``, so DDP's hooks cannot cover it)."""
+        """All-reduce-average the gradients of a module that DDP does not wrap.
+
+        The flow is used through ``sample``/``bits_per_dim``, not ``forward``, so DDP's hooks
+        cannot cover it.
+        """
         if not self.enabled:
             return
         for param in module.parameters():
@@ -96,15 +137,19 @@ def load_state(path: Path) -> Optional[Dict]:
 
 @torch.no_grad()
 def evaluate_segmentation(model: nn.Module, dataset, desc: str) -> Dict:
-    """mIoU of ``model`` (normalised NCHW -> logits) on a CamVid-style dataset, full frames."""
-    normalize = Normalize()
+    """Measure the mIoU of ``model`` (normalised NCHW -> logits) on CamVid-style full frames.
+
+    The frames go to the model's device.
+    """
+    device = next(model.parameters()).device
+    normalize = Normalize().to(device)
     metrics = SemanticMetrics(CAMVID_CLASSES, IGNORE_INDEX)
     was_training = model.training
     model.eval()
     for index in tqdm(range(len(dataset)), desc=desc, leave=False):
         image, label = dataset[index]
-        logits = model(normalize(image[None]))
-        metrics.update(logits.argmax(1)[0].numpy(), label.numpy())
+        logits = model(normalize(image[None].to(device)))
+        metrics.update(logits.argmax(1)[0].cpu().numpy(), label.numpy())
     model.train(was_training)
     return metrics.summary()
 

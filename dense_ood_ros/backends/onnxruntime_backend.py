@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: runs an exported graph (see :mod:`dense_ood_ros.export`).
+"""ONNX Runtime backend: runs an exported graph (see :mod:`dense_ood_ros.onnx_graph`).
 
 Execution providers, best first, among those the installed onnxruntime offers:
 ``device="auto"``: TensorRT EP, CUDA EP, CPU; ``"cuda"``: TensorRT EP, CUDA EP (an error
@@ -7,15 +7,16 @@ when neither loads); ``"cpu"``: CPU only. The CPU session uses all graph optimis
 """
 
 import logging
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from dense_ood_ros.backends import engine_cache
-from dense_ood_ros.backends.base import Backend
-from dense_ood_ros.export import INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError, read_onnx_info
+from dense_ood_ros import cache
+from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
+from dense_ood_ros.host import available_cpu_count
+from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
+                                      onnx_for_model, read_onnx_info)
 
 logger = logging.getLogger(__name__)
 
@@ -23,24 +24,16 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def available_cpu_count() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def select_providers(device: str, available: Sequence[str]) -> List[str]:
-    """Execution providers for ``device`` among ``available`` (ORT's list), best first."""
+    """Choose execution providers for ``device`` among ``available`` (ORT's list), best first."""
     if device not in DEVICES:
         raise ValueError(f"unknown onnxruntime device {device!r}; choose one of {list(DEVICES)}")
     gpu = [p for p in GPU_PROVIDERS if p in available]
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" and not gpu:
-        raise RuntimeError(f"onnxruntime device 'cuda' needs one of {list(GPU_PROVIDERS)}; this onnxruntime "
-                           f"offers {list(available)} (install onnxruntime-gpu)")
+        raise RuntimeError(f"onnxruntime device 'cuda' needs one of {list(GPU_PROVIDERS)}; this "
+                           f"onnxruntime offers {list(available)} (install onnxruntime-gpu)")
     return gpu + ["CPUExecutionProvider"]
 
 
@@ -48,6 +41,28 @@ class OnnxRuntimeBackend(Backend):
     """Runs an exported ONNX graph with ONNX Runtime."""
 
     name = "onnxruntime"
+    suffixes = (".pt", ".onnx")
+    #: ``device``: see :func:`select_providers`; ``threads``: intra-op threads (default: available
+    #: cores).
+    options = {"device": DEVICES, "threads": None, "precision": ("fp32",)}
+
+    @classmethod
+    def unavailable_reason(cls, device: str = "auto", **options) -> Optional[str]:
+        try:
+            import onnxruntime
+        except ImportError:
+            return "onnxruntime is not installed"
+        available = onnxruntime.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            return f"onnxruntime offers no CUDA provider (it has {available})"
+        return None
+
+    @classmethod
+    def from_model(cls, model_path: Path, request: BuildRequest, device: str = "auto",
+                   threads: Optional[int] = None, precision: str = "fp32") -> "OnnxRuntimeBackend":
+        onnx_path = onnx_for_model(model_path, request.score_names, request.input_size,
+                                   request.cache_dir, request.status)
+        return cls(onnx_path, request.input_size, device, threads, request.cache_dir)
 
     def __init__(self, onnx_path: Union[str, Path], input_size: Optional[Tuple[int, int]] = None,
                  device: str = "auto", threads: Optional[int] = None,
@@ -58,10 +73,7 @@ class OnnxRuntimeBackend(Backend):
         self.onnx_path = Path(onnx_path)
         self.class_names = info.class_names
         self.score_names = info.score_names
-        self.input_size = tuple(input_size or info.input_size)
-        if not info.dynamic_size and self.input_size != info.input_size:
-            raise ValueError(f"ONNX file {onnx_path} has a fixed input size {info.input_size}, "
-                             f"but input size {self.input_size} was asked for")
+        self.input_size = info.run_size(input_size)
         self.threads = threads or available_cpu_count()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -77,11 +89,14 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers,
                                                 provider_options=provider_options)
-        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-            raise ModelFileError(f"onnxruntime cannot load {onnx_path}: {type(exc).__name__}: {exc}") from exc
+        # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        except Exception as exc:
+            raise ModelFileError(f"onnxruntime cannot load {onnx_path}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         self.providers = self.session.get_providers()
         if device == "cuda" and not set(self.providers) & set(GPU_PROVIDERS):
-            raise RuntimeError(f"onnxruntime could not start a GPU provider (asked {providers}, got {self.providers})")
+            raise RuntimeError(f"onnxruntime could not start a GPU provider (asked {providers}, "
+                               f"got {self.providers})")
         dropped = [p for p in providers if p not in self.providers]
         if dropped:
             logger.warning("onnxruntime did not start %s; running on %s", dropped, self.providers)
@@ -93,17 +108,18 @@ class OnnxRuntimeBackend(Backend):
     @staticmethod
     def _provider_options(provider: str, cache_dir) -> dict:
         if provider == "TensorrtExecutionProvider":
-            cache = Path(cache_dir or engine_cache.default_cache_dir()) / "ort-tensorrt"
-            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+            folder = Path(cache_dir or cache.default_cache_dir()) / "ort-tensorrt"
+            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(folder)}
         return {}
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         outputs = self.session.run(self._outputs, {INPUT_NAME: images})
         if len(outputs) == 1:  # labels-only graph
-            return outputs[0], np.zeros((images.shape[0], 0, *images.shape[1:3]), np.float32)
+            return outputs[0], no_scores(images.shape[0], images.shape[1:3])
         return outputs[0], outputs[1]
 
     def describe(self) -> str:
         provider = self.providers[0].replace("ExecutionProvider", "")
-        threads = f", {self.threads} thread{'s' * (self.threads != 1)}" if provider == "CPU" else ""
+        threads = (f", {self.threads} thread{'s' * (self.threads != 1)}" if provider == "CPU"
+                   else "")
         return f"onnxruntime ({provider}{threads}, {self.onnx_path.name})"

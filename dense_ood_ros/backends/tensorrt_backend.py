@@ -9,7 +9,7 @@ Run: ``trt.Runtime.deserialize_cuda_engine`` -> execution context with named ten
 Device buffers, pinned host buffers and the stream are torch CUDA objects, so neither
 pycuda nor cuda-python is needed.
 
-Engines are cached with a JSON record (see :mod:`dense_ood_ros.backends.engine_cache`)
+Engines are cached with a JSON record (see :mod:`dense_ood_ros.cache`)
 holding the GPU name and compute capability, TensorRT version, precision, input shape,
 ONNX checksum and, for INT8, the calibration data id; any mismatch rebuilds the engine.
 The record also carries class names, score names and the source ONNX path, so an engine
@@ -24,18 +24,51 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from dense_ood_ros.backends import engine_cache
-from dense_ood_ros.backends.base import Backend
-from dense_ood_ros.backends.calibration import CalibrationBatches, CalibrationSettings, make_calibrator
-from dense_ood_ros.backends.engine_cache import StatusCallback
-from dense_ood_ros.checkpoint import file_sha256
-from dense_ood_ros.export import INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError, read_onnx_info
+from dense_ood_ros import cache
+from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
+from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationSettings,
+                                                make_calibrator)
+from dense_ood_ros.cache import StatusCallback
+from dense_ood_ros.io import file_sha256
+from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
+                                      onnx_for_model, read_onnx_info)
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def engine_key(onnx_sha256: str, precision: str, input_shape, gpu_name: str,
+               compute_capability: str, tensorrt_version: str,
+               calibration_id: Optional[str] = None) -> Dict[str, Any]:
+    """Everything a serialized TensorRT engine is specific to.
+
+    ``input_shape`` is the engine's input (N, H, W, 3); ``calibration_id`` identifies the
+    INT8 calibration data (left out of the key when the caller accepts any calibration).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    key = {"onnx_sha256": onnx_sha256, "precision": precision,
+           "input_shape": [int(v) for v in input_shape], "gpu": gpu_name,
+           "compute_capability": compute_capability, "tensorrt": tensorrt_version}
+    if calibration_id is not None:
+        key["calibration_id"] = calibration_id
+    return key
+
+
+def cached_engine_path(cache_dir: Union[str, Path], onnx_path: Union[str, Path], onnx_sha256: str,
+                       precision: str, input_size) -> Path:
+    """Where the cache keeps the engine of an ONNX file at one precision and input size.
+
+    GPU and TensorRT version are not in the name: a mismatch there rebuilds the file in place.
+    """
+    height, width = input_size
+    name = f"{Path(onnx_path).stem}-{onnx_sha256[:12]}-{height}x{width}.{precision}.engine"
+    return Path(cache_dir) / "engines" / name
+
 
 def import_tensorrt():
-    """The ``tensorrt`` module, or an ImportError saying what the backend needs."""
+    """Import ``tensorrt``, or raise an ImportError saying what the backend needs."""
     try:
         import tensorrt
     except ImportError as exc:
@@ -55,17 +88,20 @@ def gpu_identity(device_index: int = 0) -> Tuple[str, str]:
 
 
 def current_engine_key(onnx_sha256: str, precision: str, input_size: Tuple[int, int],
-                       calibration_id: Optional[str] = None, device_index: int = 0) -> Dict[str, Any]:
-    """The cache key of an engine built here and now (this GPU, this TensorRT)."""
+                       calibration_id: Optional[str] = None,
+                       device_index: int = 0) -> Dict[str, Any]:
+    """Return the cache key of an engine built here and now (this GPU, this TensorRT)."""
     trt = import_tensorrt()
     name, capability = gpu_identity(device_index)
-    return engine_cache.engine_key(onnx_sha256, precision, (1, *input_size, 3), name, capability,
-                                   trt.__version__, calibration_id)
+    return engine_key(onnx_sha256, precision, (1, *input_size, 3), name, capability,
+                      trt.__version__, calibration_id)
 
 
 def _progress_monitor(trt, status: StatusCallback):
-    """A ``trt.IProgressMonitor`` forwarding the builder's top-level phases to ``status``, with
-    their steps at every tenth of the phase."""
+    """Make a ``trt.IProgressMonitor`` that forwards the builder's progress to ``status``.
+
+    It reports the top-level phases, with their steps at every tenth of the phase.
+    """
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self):
@@ -100,14 +136,17 @@ def build_engine(onnx_path: Union[str, Path], precision: str, input_size: Tuple[
     import torch
 
     with torch.cuda.device(device_index):
-        return _build_engine(import_tensorrt(), onnx_path, precision, input_size, calibrator, workspace_gb, status)
+        return _build_engine(import_tensorrt(), onnx_path, precision, input_size, calibrator,
+                             workspace_gb, status)
 
 
-def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_gb, status) -> bytes:
+def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_gb,
+                  status) -> bytes:
     """:func:`build_engine` on the current CUDA device."""
     if precision in ("fp16", "int8") and not hasattr(trt.BuilderFlag, "FP16"):
-        raise RuntimeError(f"TensorRT {trt.__version__} has no BuilderFlag.FP16/INT8 (removed in TensorRT 11); "
-                           "fp16/int8 engines need TensorRT 10, or use precision fp32")
+        raise RuntimeError(f"TensorRT {trt.__version__} has no BuilderFlag.FP16/INT8 "
+                           "(removed in TensorRT 11); fp16/int8 engines need "
+                           "TensorRT 10, or use precision fp32")
     if precision == "int8" and calibrator is None:
         raise ValueError("an INT8 engine needs a calibrator")
     trt_logger = trt.Logger(trt.Logger.WARNING)
@@ -124,48 +163,49 @@ def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_g
     profile.set_shape(INPUT_NAME, shape, shape, shape)
     config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines run layers without INT8 kernels in FP16
+        # INT8 engines run layers without INT8 kernels in FP16
+        config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
         calibration_shape = (calibrator.get_batch_size(), *input_size, 3)
         calibration_profile = builder.create_optimization_profile()
-        calibration_profile.set_shape(INPUT_NAME, calibration_shape, calibration_shape, calibration_shape)
+        calibration_profile.set_shape(INPUT_NAME, calibration_shape, calibration_shape,
+                                      calibration_shape)
         config.set_calibration_profile(calibration_profile)
     monitor = _progress_monitor(trt, status or logger.info)  # must outlive the build
     config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build a {precision} engine from {onnx_path} (see its log above)")
+        raise RuntimeError(f"TensorRT failed to build a {precision} "
+                           f"engine from {onnx_path} (see its log above)")
     return bytes(serialized)
 
 
 def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, None] = None,
                   precision: str = "fp16", input_size: Optional[Tuple[int, int]] = None,
-                  calibration: Optional[CalibrationSettings] = None, cache_dir: Union[str, Path, None] = None,
-                  workspace_gb: float = 4.0, status: Optional[StatusCallback] = None,
+                  calibration: Optional[CalibrationSettings] = None,
+                  cache_dir: Union[str, Path, None] = None, workspace_gb: float = 4.0,
+                  status: Optional[StatusCallback] = None,
                   device_index: int = 0) -> Path:
-    """A valid engine for this GPU and TensorRT: the cached one, or a fresh build.
+    """Return a valid engine for this GPU and TensorRT: the cached one, or a fresh build.
 
     ``engine_path`` defaults to a file in the cache directory named after the ONNX file,
     input size and precision. INT8 needs ``calibration`` unless a valid engine (any
     calibration) exists or the engine's record names calibration data that still exists.
     """
     info = read_onnx_info(onnx_path)
-    input_size = tuple(input_size or info.input_size)
-    if not info.dynamic_size and input_size != info.input_size:
-        raise ValueError(f"ONNX file {onnx_path} has a fixed input size {info.input_size}, "
-                         f"but input size {input_size} was asked for")
+    input_size = info.run_size(input_size)
     onnx_sha = file_sha256(onnx_path)
     if engine_path is None:
-        engine_path = engine_cache.engine_path(cache_dir or engine_cache.default_cache_dir(), onnx_path,
-                                               onnx_sha, precision, input_size)
+        engine_path = cached_engine_path(cache_dir or cache.default_cache_dir(), onnx_path,
+                                         onnx_sha, precision, input_size)
     engine_path = Path(engine_path)
     batches = calibration_id = None
     if precision == "int8":
         if calibration is None:
             key = current_engine_key(onnx_sha, precision, input_size, None, device_index)
-            if engine_cache.stale_reason(engine_path, key) is None:
+            if cache.stale_reason(engine_path, key) is None:
                 return engine_path
             calibration = _recorded_calibration(engine_path)
         batches = CalibrationBatches.from_settings(calibration, input_size)
@@ -178,53 +218,65 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
             cache = engine_path.with_name(f"{engine_path.name}.{calibration_id[:12]}.calib")
             calibrator = make_calibrator(batches, calibration.method, cache, status)
         started = time.monotonic()
-        tmp.write_bytes(build_engine(onnx_path, precision, input_size, calibrator, workspace_gb, status, device_index))
+        tmp.write_bytes(build_engine(onnx_path, precision, input_size, calibrator, workspace_gb,
+                                     status, device_index))
         elapsed = time.monotonic() - started
-        (status or logger.info)(f"built TensorRT {precision} engine {engine_path.name} in {elapsed:.0f} s")
+        (status or logger.info)(f"built TensorRT {precision} engine "
+                                f"{engine_path.name} in {elapsed:.0f} s")
 
     extra = {"onnx": str(Path(onnx_path).resolve()), "class_names": list(info.class_names),
              "score_names": list(info.score_names),
              "calibration": None if calibration is None else {
-                 "image_dir": str(Path(calibration.image_dir).resolve()), "count": calibration.count,
-                 "method": calibration.method, "batch_size": calibration.batch_size}}
-    return engine_cache.ensure(engine_path, key, write, f"TensorRT {precision} engine", status, extra)
+                 "image_dir": str(Path(calibration.image_dir).resolve()),
+                 "count": calibration.count, "method": calibration.method,
+                 "batch_size": calibration.batch_size}}
+    return cache.ensure(engine_path, key, write, f"TensorRT {precision} engine", status, extra)
 
 
 def _recorded_calibration(engine_path: Path) -> CalibrationSettings:
-    """The calibration settings an earlier INT8 build recorded, to rebuild without asking again."""
+    """Return the calibration settings that an earlier INT8 build recorded.
+
+    With them the engine is rebuilt without asking for them again.
+    """
     try:
-        recorded = engine_cache.read_record(engine_path).get("calibration")
+        recorded = cache.read_record(engine_path).get("calibration")
     except ValueError:
         recorded = None
     if not recorded or not Path(recorded["image_dir"]).is_dir():
-        raise ValueError(f"no valid INT8 engine at {engine_path} and no calibration data to build one: "
-                         "prebuild it with dense-ood-export --engine ... --precision int8 --calib-dir DIR")
+        raise ValueError(f"no valid INT8 engine at {engine_path} and no calibration "
+                         "data to build one: prebuild it with dense-ood-export "
+                         "--engine ... --precision int8 --calib-dir DIR")
     return CalibrationSettings(Path(recorded["image_dir"]), recorded["count"], recorded["method"],
                                recorded["batch_size"])
 
 
 def check_engine_file(engine_path: Union[str, Path], status: Optional[StatusCallback] = None,
                       device_index: int = 0) -> Path:
-    """Validate an engine file given directly against this GPU and TensorRT; rebuild it from
-    the ONNX file its record names when stale, or raise :class:`ModelFileError` saying why not."""
+    """Validate an engine file given directly against this GPU and TensorRT.
+
+    Rebuild it from the ONNX file its record names when stale, or raise
+    :class:`ModelFileError` saying why not.
+    """
     engine_path = Path(engine_path)
     try:
-        record = engine_cache.read_record(engine_path)
+        record = cache.read_record(engine_path)
     except ValueError as exc:
         raise ModelFileError(f"engine {engine_path} has no usable record ({exc}); "
                              "build engines with dense-ood-export --engine") from None
     key = record["key"]
     input_size = tuple(key["input_shape"][1:3])
-    needed = current_engine_key(key["onnx_sha256"], key["precision"], input_size, key.get("calibration_id"),
-                                device_index)
-    reason = engine_cache.stale_reason(engine_path, needed)
+    needed = current_engine_key(key["onnx_sha256"], key["precision"], input_size,
+                                key.get("calibration_id"), device_index)
+    reason = cache.stale_reason(engine_path, needed)
     if reason is None:
         return engine_path
     onnx_path = Path(record.get("onnx", ""))
     if not onnx_path.is_file() or file_sha256(onnx_path) != key["onnx_sha256"]:
-        raise ModelFileError(f"engine {engine_path} cannot be used ({reason}) and its source ONNX "
-                             f"{onnx_path} is gone or changed; rebuild it with dense-ood-export --engine")
-    (status or logger.info)(f"engine {engine_path} is stale ({reason}); rebuilding it from {onnx_path}")
+        raise ModelFileError(f"engine {engine_path} cannot be used ({reason}) "
+                             f"and its source ONNX {onnx_path} is gone or "
+                             "changed; rebuild it with dense-ood-export --engine")
+    (status or logger.info)(f"engine {engine_path} is stale ({reason}); "
+                            f"rebuilding it from {onnx_path}")
     calibration = None
     if record.get("calibration"):
         calibration = _recorded_calibration(engine_path)
@@ -236,13 +288,42 @@ class TensorRTBackend(Backend):
     """Runs a serialized engine (batch 1 per launch; larger batches loop over frames)."""
 
     name = "tensorrt"
+    suffixes = (".pt", ".onnx", ".engine")
+    #: ``precision``: of an engine built here (default fp16; an ``.engine`` file has its own);
+    #: ``calibration``: :class:`~dense_ood_ros.backends.calibration.CalibrationSettings` for INT8.
+    options = {"precision": PRECISIONS, "calibration": None}
+
+    @classmethod
+    def unavailable_reason(cls, **options) -> Optional[str]:
+        try:
+            import_tensorrt()
+        except ImportError:
+            return "the tensorrt Python package is not installed"
+        import torch
+
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA GPU"
+        return None
+
+    @classmethod
+    def from_model(cls, model_path: Path, request: BuildRequest, precision: Optional[str] = None,
+                   calibration: Optional[CalibrationSettings] = None) -> "TensorRTBackend":
+        import_tensorrt()  # fail fast, before any export
+        if model_path.suffix == ".engine":
+            backend = cls(check_engine_file(model_path, request.status))
+            backend.check_request(request.score_names, request.input_size, precision)
+            return backend
+        onnx_path = onnx_for_model(model_path, request.score_names, request.input_size,
+                                   request.cache_dir, request.status)
+        return open_engine(onnx_path, precision or "fp16", request.input_size, calibration,
+                           request.cache_dir, status=request.status)
 
     def __init__(self, engine_path: Union[str, Path], device_index: int = 0):
         import torch
 
         trt = import_tensorrt()
         self.engine_path = Path(engine_path)
-        record = engine_cache.read_record(self.engine_path)
+        record = cache.read_record(self.engine_path)
         key = record["key"]
         self.precision = key["precision"]
         self.input_size = tuple(key["input_shape"][1:3])
@@ -255,15 +336,18 @@ class TensorRTBackend(Backend):
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if self._engine is None:
-                raise ModelFileError(f"TensorRT {trt.__version__} cannot deserialize engine {self.engine_path}")
+                raise ModelFileError(f"TensorRT {trt.__version__} cannot deserialize engine "
+                                     f"{self.engine_path}")
             self._context = self._engine.create_execution_context()
             self._stream = torch.cuda.Stream(self.device)
             names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-            inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            inputs = [n for n in names
+                      if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             outputs = [n for n in names if n not in inputs]
             if inputs != [INPUT_NAME] or LABELS_NAME not in outputs:
-                raise ModelFileError(f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}; "
-                                     f"expected input {INPUT_NAME!r} and output {LABELS_NAME!r}")
+                raise ModelFileError(f"engine {self.engine_path} has inputs {inputs} "
+                                     f"and outputs {outputs}; expected input "
+                                     f"{INPUT_NAME!r} and output {LABELS_NAME!r}")
             self._context.set_input_shape(INPUT_NAME, (1, *self.input_size, 3))
             self._device = {}
             self._host = {}
@@ -279,8 +363,8 @@ class TensorRTBackend(Backend):
 
         expected = (*self.input_size, 3)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"tensorrt backend expects uint8 (N, {expected[0]}, {expected[1]}, 3) images, "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(f"tensorrt backend expects uint8 (N, {expected[0]}, {expected[1]}, "
+                             f"3) images, got {images.dtype} {images.shape}")
         labels, scores = [], []
         for image in images:
             with torch.cuda.stream(self._stream):
@@ -297,14 +381,26 @@ class TensorRTBackend(Backend):
                 scores.append(self._host[SCORES_NAME].numpy().copy())
         labels = np.concatenate(labels)
         if not scores:
-            return labels, np.zeros((len(images), 0, *self.input_size), np.float32)
+            return labels, no_scores(len(images), self.input_size)
         return labels, np.concatenate(scores)
+
+    def check_request(self, score_names, input_size, precision) -> None:
+        """Refuse a request that differs from the engine's scores, input size or precision."""
+        problems = []
+        if tuple(score_names) != tuple(self.score_names):
+            problems.append(f"scores {list(self.score_names)} (asked {list(score_names)})")
+        if input_size is not None and tuple(input_size) != tuple(self.input_size):
+            problems.append(f"input size {self.input_size} (asked {tuple(input_size)})")
+        if precision is not None and precision != self.precision:
+            problems.append(f"precision {self.precision} (asked {precision})")
+        if problems:
+            raise ValueError(f"engine {self.engine_path} was built for " + ", ".join(problems))
 
     def describe(self) -> str:
         import torch
 
-        return (f"tensorrt {self._trt_version} ({self.precision}, {torch.cuda.get_device_name(self.device)}, "
-                f"{self.engine_path.name})")
+        return (f"tensorrt {self._trt_version} ({self.precision}, "
+                f"{torch.cuda.get_device_name(self.device)}, {self.engine_path.name})")
 
 
 def _torch_dtype(trt, dtype):
@@ -312,26 +408,33 @@ def _torch_dtype(trt, dtype):
 
     types = trt.DataType
     table = {types.UINT8: torch.uint8, types.FLOAT: torch.float32, types.HALF: torch.float16,
-             types.INT32: torch.int32, types.INT64: torch.int64, types.INT8: torch.int8, types.BOOL: torch.bool}
+             types.INT32: torch.int32, types.INT64: torch.int64, types.INT8: torch.int8,
+             types.BOOL: torch.bool}
     if dtype not in table:
-        raise ModelFileError(f"engine tensor type {dtype} is not supported by the tensorrt backend")
+        raise ModelFileError(f"engine tensor type {dtype} is not "
+                             "supported by the tensorrt backend")
     return table[dtype]
 
 
-def open_engine(onnx_path: Union[str, Path], precision: str = "fp16", input_size: Optional[Tuple[int, int]] = None,
-                calibration: Optional[CalibrationSettings] = None, cache_dir: Union[str, Path, None] = None,
-                workspace_gb: float = 4.0, status: Optional[StatusCallback] = None,
+def open_engine(onnx_path: Union[str, Path], precision: str = "fp16",
+                input_size: Optional[Tuple[int, int]] = None,
+                calibration: Optional[CalibrationSettings] = None,
+                cache_dir: Union[str, Path, None] = None, workspace_gb: float = 4.0,
+                status: Optional[StatusCallback] = None,
                 device_index: int = 0) -> TensorRTBackend:
-    """Backend for an ONNX file via the engine cache; an engine TensorRT cannot load is rebuilt once."""
-    engine = ensure_engine(onnx_path, None, precision, input_size, calibration, cache_dir, workspace_gb, status,
-                           device_index)
+    """Open a backend for an ONNX file via the engine cache.
+
+    An engine that TensorRT cannot load is rebuilt once.
+    """
+    engine = ensure_engine(onnx_path, None, precision, input_size, calibration, cache_dir,
+                           workspace_gb, status, device_index)
     try:
         return TensorRTBackend(engine, device_index)
     except ModelFileError as exc:
         logger.warning("rebuilding engine %s: %s", engine, exc)
         if precision == "int8" and calibration is None:
             calibration = _recorded_calibration(engine)
-        engine_cache.record_path(engine).unlink(missing_ok=True)
-        engine = ensure_engine(onnx_path, engine, precision, input_size, calibration, cache_dir, workspace_gb,
-                               status, device_index)
+        cache.record_path(engine).unlink(missing_ok=True)
+        engine = ensure_engine(onnx_path, engine, precision, input_size, calibration, cache_dir,
+                               workspace_gb, status, device_index)
         return TensorRTBackend(engine, device_index)

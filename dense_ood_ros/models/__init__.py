@@ -8,12 +8,16 @@ from typing import Callable, Dict
 from torch import nn
 
 from dense_ood_ros.models.decoders.swiftnet import SwiftNetDecoder
-from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite0, load_imagenet_weights
+from dense_ood_ros.models.encoders.efficientnet_lite import (EfficientNetLite0,
+                                                             load_imagenet_weights)
 from dense_ood_ros.models.segmenter import Segmenter
 
 
 def efficientnet_lite0_swiftnet(num_classes: int, pretrained: bool = True) -> Segmenter:
-    """EfficientNet-Lite0 (ImageNet weights when ``pretrained``) + SwiftNet ladder decoder with SPP."""
+    """Build EfficientNet-Lite0 + SwiftNet ladder decoder with SPP.
+
+    The encoder starts from ImageNet weights when ``pretrained``.
+    """
     encoder = EfficientNetLite0()
     if pretrained:
         load_imagenet_weights(encoder)

@@ -13,9 +13,18 @@ SCORE_TOPIC = "anomaly_score"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
+def output_topic(output_namespace: str, name: str) -> str:
+    """Return the topic of the output ``name`` (e.g. LABELS_TOPIC) under ``output_namespace``."""
+    prefix = output_namespace.rstrip("/") + "/" if output_namespace else ""
+    return prefix + name
+
+
 def package_path(*parts: str) -> Path:
-    """A file shipped with the package: from the ament share directory when the package is
-    installed in a ROS workspace, else from the source tree (e.g. ``models/default.pt``)."""
+    """Return the path of a file shipped with the package (e.g. ``models/default.pt``).
+
+    It is in the ament share directory when the package is installed in a ROS workspace, else
+    in the source tree.
+    """
     try:
         from ament_index_python.packages import get_package_share_directory
         root = Path(get_package_share_directory(PACKAGE))

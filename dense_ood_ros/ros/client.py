@@ -1,5 +1,8 @@
-"""Client side of the detector node over DDS: start the node as a process, send camera
-frames, collect its outputs matched by header stamp. Used by the demo and the DDS tests."""
+"""Client side of the detector node over DDS.
+
+Start the node as a process, send camera frames, collect its outputs matched by header stamp.
+Used by the demo and the DDS tests.
+"""
 
 import signal
 import subprocess
@@ -17,7 +20,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC
+from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, output_topic
 
 SPIN_PERIOD_S = 0.02
 
@@ -30,8 +33,12 @@ def _parameter_text(value: Any) -> str:
     return str(value)
 
 
-def detector_command(parameters: Mapping[str, Any], params_file: Optional[Path] = None) -> List[str]:
-    """Command line running the detector node: ``params_file`` first, then ``-p name:=value`` overrides."""
+def detector_command(parameters: Mapping[str, Any],
+                     params_file: Optional[Path] = None) -> List[str]:
+    """Return the command line that runs the detector node.
+
+    ``params_file`` comes first, then ``-p name:=value`` overrides.
+    """
     command = [sys.executable, "-m", "dense_ood_ros.ros.node", "--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
@@ -42,14 +49,20 @@ def detector_command(parameters: Mapping[str, Any], params_file: Optional[Path] 
 
 def start_detector(parameters: Mapping[str, Any], params_file: Optional[Path] = None,
                    log: Optional[IO] = None) -> subprocess.Popen:
-    """Start the detector node as a child process (same Python, same environment, so the
-    same ROS_DOMAIN_ID). ``log`` receives its output; None shares this process's terminal."""
+    """Start the detector node as a child process.
+
+    It runs the same Python in the same environment, so with the same ROS_DOMAIN_ID. ``log``
+    receives its output; None shares this process's terminal.
+    """
     return subprocess.Popen(detector_command(parameters, params_file), stdout=log,
                             stderr=None if log is None else subprocess.STDOUT)
 
 
 def stop_detector(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
-    """Stop the node with SIGINT (a clean rclpy shutdown), SIGKILL after ``timeout_s``; its exit code."""
+    """Stop the node with SIGINT (a clean rclpy shutdown), SIGKILL after ``timeout_s``.
+
+    Returns its exit code.
+    """
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -62,6 +75,7 @@ def stop_detector(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
 @dataclass
 class DetectorReply:
     """The node's outputs for one frame."""
+
     outputs: Dict[str, Image]  # output name (LABELS_TOPIC, ...) -> message
     latency_s: float  # first send of the frame -> last output received
     sends: int  # times the frame was published (re-sent while no answer came)
@@ -80,10 +94,11 @@ class DetectorClient:
         self.detector_process = detector_process
         self.camera_publisher = self.node.create_publisher(
             CompressedImage if compressed else Image, camera_topic, qos_profile_sensor_data)
-        prefix = output_namespace.rstrip("/") + "/" if output_namespace else ""
-        self.output_names = (LABELS_TOPIC, COLOR_TOPIC, SCORE_TOPIC) if with_color else (LABELS_TOPIC, SCORE_TOPIC)
+        self.output_names = ((LABELS_TOPIC, COLOR_TOPIC, SCORE_TOPIC) if with_color
+                             else (LABELS_TOPIC, SCORE_TOPIC))
         self._output_subscriptions = [
-            self.node.create_subscription(Image, prefix + name, lambda msg, name=name: self._on_output(name, msg),
+            self.node.create_subscription(Image, output_topic(output_namespace, name),
+                                          lambda msg, name=name: self._on_output(name, msg),
                                           QoSProfile(depth=10))
             for name in self.output_names]
         self._awaited_stamp: Optional[Tuple[int, int]] = None
@@ -103,7 +118,8 @@ class DetectorClient:
     def spin_once(self) -> None:
         """Process pending callbacks; RuntimeError if the detector process has exited."""
         if self.detector_process is not None and self.detector_process.poll() is not None:
-            raise RuntimeError(f"the detector node exited with code {self.detector_process.returncode} (see its log)")
+            raise RuntimeError("the detector node exited with code "
+                               f"{self.detector_process.returncode} (see its log)")
         self.executor.spin_once(timeout_sec=SPIN_PERIOD_S)
 
     def wait_until_connected(self, timeout_s: float) -> None:
@@ -111,15 +127,17 @@ class DetectorClient:
         deadline = time.monotonic() + timeout_s
         while not self._connected():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no detector node found within {timeout_s:.0f} s (nothing subscribed to "
-                                   f"{self.camera_publisher.topic_name} or publishing its outputs)")
+                raise TimeoutError(f"no detector node found within {timeout_s:.0f} s (nothing "
+                                   f"subscribed to {self.camera_publisher.topic_name} or "
+                                   "publishing its outputs)")
             self.spin_once()
 
     def _connected(self) -> bool:
         return (self.camera_publisher.get_subscription_count() > 0
                 and all(sub.get_publisher_count() > 0 for sub in self._output_subscriptions))
 
-    def request(self, msg: Any, timeout_s: float = 30.0, resend_period_s: float = 2.0) -> DetectorReply:
+    def request(self, msg: Any, timeout_s: float = 30.0,
+                resend_period_s: float = 2.0) -> DetectorReply:
         """Publish ``msg`` (its header stamp must be new) until all outputs with that stamp arrive.
 
         Best-effort delivery may drop a frame, and a busy node keeps only the newest one,
@@ -133,8 +151,8 @@ class DetectorClient:
             now = time.monotonic()
             if now - started > timeout_s:
                 missing = [name for name in self.output_names if name not in self._received]
-                raise TimeoutError(f"the detector did not answer within {timeout_s:.0f} s "
-                                   f"(frame sent {sends} times on {self.camera_publisher.topic_name}; "
+                raise TimeoutError(f"the detector did not answer within {timeout_s:.0f} s (frame "
+                                   f"sent {sends} times on {self.camera_publisher.topic_name}; "
                                    f"missing outputs: {', '.join(missing)})")
             if now >= next_send:
                 self.camera_publisher.publish(msg)
@@ -152,7 +170,10 @@ class DetectorClient:
 
 
 def init_client_context() -> Context:
-    """A fresh, initialised rclpy context (no signal handlers), for clients inside other programs."""
+    """Make a fresh, initialised rclpy context (no signal handlers).
+
+    It is for clients inside other programs.
+    """
     context = Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     return context

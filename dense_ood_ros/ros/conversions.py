@@ -37,7 +37,7 @@ def _pixel_layout(encoding: str) -> Tuple[np.dtype, int]:
 
 
 def image_to_numpy(msg: Any) -> np.ndarray:
-    """An Image message as HxW (mono8 uint8, 32FC1 float32) or HxWx3 RGB uint8 array.
+    """Convert an Image message to an HxW (mono8 uint8, 32FC1 float32) or HxWx3 RGB uint8 array.
 
     rgb8, mono8 and native-endian 32FC1 are views of ``msg.data`` (no copy).
     Raises ValueError naming an unsupported encoding or inconsistent size/step.
@@ -65,7 +65,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """A CompressedImage (jpeg or png) as an RGB uint8 HxWx3 array."""
+    """Decode a CompressedImage (jpeg or png) to an RGB uint8 HxWx3 array."""
     format_words = msg.format.lower().replace(";", " ").split()
     if not any(word in COMPRESSED_FORMATS for word in format_words):
         raise ValueError(f"unsupported compressed image format {msg.format!r}; "
@@ -78,7 +78,7 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
 
 
 def message_to_rgb(msg: Any) -> np.ndarray:
-    """A camera message (Image or CompressedImage) as an RGB uint8 HxWx3 array.
+    """Convert a camera message (Image or CompressedImage) to an RGB uint8 HxWx3 array.
 
     A mono8 Image is replicated to three channels; other single-channel encodings are
     not camera colour images and raise ValueError.
@@ -96,7 +96,8 @@ def message_to_rgb(msg: Any) -> np.ndarray:
 
 def _check_pixels(pixels: np.ndarray, encoding: str) -> None:
     dtype, channels = _pixel_layout(encoding)
-    shape_ok = pixels.ndim == 2 if channels == 1 else (pixels.ndim == 3 and pixels.shape[2] == channels)
+    shape_ok = (pixels.ndim == 2 if channels == 1
+                else (pixels.ndim == 3 and pixels.shape[2] == channels))
     if not shape_ok or pixels.dtype != dtype:
         expected = "HxW" if channels == 1 else f"HxWx{channels}"
         raise ValueError(f"{encoding} needs a {dtype} {expected} array, "
@@ -138,7 +139,8 @@ def numpy_to_compressed(rgb: np.ndarray, image_format: str = "jpeg", header: Opt
     if image_format not in ("jpeg", "png"):
         raise ValueError(f"unsupported compressed image format {image_format!r}; use jpeg or png")
     _check_pixels(rgb, "rgb8")
-    suffix, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]) if image_format == "jpeg" else (".png", [])
+    suffix, params = ((".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+                      if image_format == "jpeg" else (".png", []))
     ok, encoded = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"OpenCV could not encode the image as {image_format}")

@@ -47,16 +47,20 @@ class FrameStatistics:
     def take_rate(self) -> float:
         """Frames processed per second since the previous call."""
         now = time.monotonic()
-        rate = (self.processed - self._processed_at_last_rate) / max(now - self._last_rate_time, 1e-9)
+        rate = ((self.processed - self._processed_at_last_rate)
+                / max(now - self._last_rate_time, 1e-9))
         self._processed_at_last_rate, self._last_rate_time = self.processed, now
         return rate
 
 
 def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
                     info: Dict[str, str], loading: Optional[str] = None) -> DiagnosticStatus:
-    """One DiagnosticStatus: WARN while the model loads (``loading`` = its latest progress line,
-    e.g. a TensorRT engine build) or before the first frame, OK while frames are processed,
-    ERROR when the latest frame was bad. ``info`` adds fixed key/values (backend, model...)."""
+    """Make the node's DiagnosticStatus.
+
+    WARN while the model loads (``loading`` = its latest progress line, e.g. a TensorRT engine
+    build) or before the first frame, OK while frames are processed, ERROR when the latest
+    frame was bad. ``info`` adds fixed key/values (backend, model...).
+    """
     if loading is not None:
         level, message = DiagnosticStatus.WARN, f"loading model: {loading}"
     elif stats.last_frame_bad:
@@ -70,9 +74,11 @@ def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
     values += [
         KeyValue(key="frames_processed", value=str(stats.processed)),
         KeyValue(key="frames_per_second", value=f"{stats.take_rate():.2f}"),
-        KeyValue(key="mean_latency_ms", value="n/a" if mean_latency is None else f"{1000 * mean_latency:.1f}"),
+        KeyValue(key="mean_latency_ms",
+                 value="n/a" if mean_latency is None else f"{1000 * mean_latency:.1f}"),
         KeyValue(key="bad_frames", value=str(stats.bad)),
         KeyValue(key="lost_frames", value=str(stats.lost)),
         KeyValue(key="frames_dropped_while_loading", value=str(stats.dropped_while_loading)),
     ]
-    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id, values=values)
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=values)

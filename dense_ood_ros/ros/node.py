@@ -27,7 +27,7 @@ from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.checkpoint import CheckpointError
 from dense_ood_ros.classes import colorize
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
+from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, output_topic, package_path
 from dense_ood_ros.ros.conversions import message_to_rgb, numpy_to_image
 from dense_ood_ros.ros.diagnostics import FrameStatistics, detector_status
 from dense_ood_ros.scores import SCORES
@@ -44,6 +44,7 @@ class NodeConfigError(ValueError):
 @dataclass(frozen=True)
 class DetectorSettings:
     """Validated node parameters."""
+
     model_path: Path
     backend: str
     score: str
@@ -57,7 +58,9 @@ class DetectorSettings:
 
 #: name -> (default, description).
 PARAMETERS = {
-    "model_path": (str(package_path("models", "default.pt")), "model checkpoint (.pt)"),
+    "model_path": (str(package_path("models", "default.pt")),
+                   "model file: checkpoint .pt, exported .onnx, "
+                   "or TensorRT .engine (backend tensorrt)"),
     "backend": ("torch", f"inference backend, one of {list(BACKEND_NAMES)}"),
     "score": ("jsd", f"anomaly score published, one of {sorted(SCORES)}"),
     "input_size": ([], "[height, width] the model runs at; [] = the checkpoint's own"),
@@ -87,15 +90,19 @@ def validate_parameters(values: dict) -> DetectorSettings:
         raise _parameter_error("model_path", str(model_path), "model file not found")
     backend = _expect("backend", values["backend"], str)
     if backend not in BACKEND_NAMES:
-        raise _parameter_error("backend", backend, f"unknown backend; choose one of {list(BACKEND_NAMES)}")
+        raise _parameter_error("backend", backend,
+                               f"unknown backend; choose one of {list(BACKEND_NAMES)}")
     score = _expect("score", values["score"], str)
     if score not in SCORES:
-        raise _parameter_error("score", score, f"unknown anomaly score; choose one of {sorted(SCORES)}")
+        raise _parameter_error("score", score,
+                               f"unknown anomaly score; choose one of {sorted(SCORES)}")
     input_size = values["input_size"] or None  # [] (or unset) = the checkpoint's size
     if input_size is not None:
         if (not isinstance(input_size, (list, tuple)) or len(input_size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size)):
-            raise _parameter_error("input_size", input_size, "must be [height, width] with positive integers, or []")
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                           for v in input_size)):
+            raise _parameter_error("input_size", input_size,
+                                   "must be [height, width] with positive integers, or []")
         input_size = (int(input_size[0]), int(input_size[1]))
     camera_topic = _expect("camera_topic", values["camera_topic"], str)
     if not camera_topic:
@@ -111,23 +118,26 @@ def validate_parameters(values: dict) -> DetectorSettings:
 
 
 def load_detector(settings: DetectorSettings, status=None) -> Detector:
-    """The detector for validated settings; failures name the parameters at fault.
+    """Load the detector for validated settings; failures name the parameters at fault.
 
     ``status`` receives progress lines (backend choice, ONNX export, TensorRT engine build).
     """
     try:
-        return Detector.from_model(settings.model_path, settings.backend, (settings.score,), settings.input_size,
-                                   status=status)
+        return Detector.from_model(settings.model_path, settings.backend, (settings.score,),
+                                   settings.input_size, status=status)
     except CheckpointError as exc:
         raise _parameter_error("model_path", str(settings.model_path), str(exc)) from exc
-    except (ValueError, RuntimeError, ImportError) as exc:  # e.g. a file type or device the backend can't use
+    # e.g. a file type or device the backend can't use
+    except (ValueError, RuntimeError, ImportError) as exc:
         raise NodeConfigError(f"parameters 'backend' = {settings.backend!r}, 'model_path' = "
                               f"'{settings.model_path}': {exc}") from exc
 
 
 class DetectorNode(Node):
-    """Runs the detector on each camera frame it receives; a busy node keeps only the newest
-    ``qos_depth`` frames (best effort), so the outputs follow the camera with minimal delay.
+    """Runs the detector on each camera frame it receives.
+
+    A busy node keeps only the newest ``qos_depth`` frames (best effort), so the outputs follow
+    the camera with minimal delay.
 
     The model loads in a background thread (a TensorRT engine build can take minutes): until
     it is ready, frames are dropped and counted, and the log and diagnostics show the loading
@@ -139,7 +149,8 @@ class DetectorNode(Node):
         self.settings = validate_parameters(self._declare_parameters())
         self.stats = FrameStatistics()
         self.detector: Optional[Detector] = None
-        self.loading: Optional[str] = f"loading {self.settings.model_path} ({self.settings.backend} backend)"
+        self.loading: Optional[str] = (f"loading {self.settings.model_path} "
+                                       f"({self.settings.backend} backend)")
         self.load_error: Optional[NodeConfigError] = None
         input_qos = copy.copy(qos_profile_sensor_data)  # best effort, volatile
         input_qos.depth = self.settings.qos_depth
@@ -148,15 +159,20 @@ class DetectorNode(Node):
             input_type, self.settings.camera_topic, self._on_image, input_qos,
             event_callbacks=SubscriptionEventCallbacks(
                 message_lost=lambda info: self.stats.add_lost(info.total_count_change)))
-        output_qos = QoSProfile(depth=self.settings.qos_depth)  # reliable: matches reliable and best-effort readers
-        prefix = self.settings.output_namespace.rstrip("/") + "/" if self.settings.output_namespace else ""
-        self.labels_publisher = self.create_publisher(Image, prefix + LABELS_TOPIC, output_qos)
-        self.score_publisher = self.create_publisher(Image, prefix + SCORE_TOPIC, output_qos)
-        self.color_publisher = (self.create_publisher(Image, prefix + COLOR_TOPIC, output_qos)
+        # reliable: matches reliable and best-effort readers
+        output_qos = QoSProfile(depth=self.settings.qos_depth)
+        namespace = self.settings.output_namespace
+        self.labels_publisher = self.create_publisher(Image, output_topic(namespace, LABELS_TOPIC),
+                                                      output_qos)
+        self.score_publisher = self.create_publisher(Image, output_topic(namespace, SCORE_TOPIC),
+                                                     output_qos)
+        self.color_publisher = (self.create_publisher(Image, output_topic(namespace, COLOR_TOPIC),
+                                                      output_qos)
                                 if self.settings.publish_color else None)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self._loader = threading.Thread(target=self._load_detector, name="detector-loader", daemon=True)
+        self._loader = threading.Thread(target=self._load_detector, name="detector-loader",
+                                        daemon=True)
         self._loader.start()
 
     def _on_load_status(self, line: str) -> None:
@@ -169,25 +185,29 @@ class DetectorNode(Node):
         except NodeConfigError as exc:
             self.load_error = exc
             return
-        except Exception as exc:  # anything else must still stop the node, not leave it loading forever
-            self.load_error = NodeConfigError(f"loading model '{self.settings.model_path}' failed: "
-                                              f"{type(exc).__name__}: {exc}")
+        # anything else must still stop the node, not leave it loading forever
+        except Exception as exc:
+            self.load_error = NodeConfigError(f"loading model '{self.settings.model_path}' "
+                                              f"failed: {type(exc).__name__}: {exc}")
             return
         self.detector, self.loading = detector, None
         backend = detector.backend
         input_type = CompressedImage if self.settings.compressed else Image
-        outputs = [p.topic_name for p in (self.labels_publisher, self.color_publisher, self.score_publisher) if p]
+        outputs = [p.topic_name for p in (self.labels_publisher, self.color_publisher,
+                                          self.score_publisher) if p]
         self.get_logger().info(
-            f"backend {backend.describe()}; model {self.settings.model_path} "
-            f"(input {backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} classes); "
-            f"score {self.settings.score}; input {self.subscription.topic_name} ({input_type.__name__}); "
-            f"outputs {', '.join(outputs)}")
+            f"backend {backend.describe()}; model {self.settings.model_path} (input "
+            f"{backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} "
+            f"classes); score {self.settings.score}; input {self.subscription.topic_name} "
+            f"({input_type.__name__}); outputs {', '.join(outputs)}")
 
     def _declare_parameters(self) -> dict:
         values = {}
         for name, (default, description) in PARAMETERS.items():
-            # Dynamic typing lets [] default to "unset" and makes type errors ours (they name the parameter).
-            descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=True)
+            # Dynamic typing lets [] default to "unset" and makes type errors ours (they name the
+            # parameter).
+            descriptor = ParameterDescriptor(description=description, read_only=True,
+                                             dynamic_typing=True)
             values[name] = self.declare_parameter(name, default, descriptor).value
         return values
 
@@ -206,19 +226,22 @@ class DetectorNode(Node):
             return
         self.labels_publisher.publish(numpy_to_image(output.labels, "mono8", msg.header))
         if self.color_publisher is not None:
-            self.color_publisher.publish(numpy_to_image(colorize(output.labels), "rgb8", msg.header))
+            self.color_publisher.publish(numpy_to_image(colorize(output.labels), "rgb8",
+                                                        msg.header))
         self.score_publisher.publish(numpy_to_image(output.score, "32FC1", msg.header))
         self.stats.add_processed(time.perf_counter() - started)
 
     def _publish_diagnostics(self) -> None:
         info = {
-            "backend": self.detector.backend.describe() if self.detector else self.settings.backend,
+            "backend": (self.detector.backend.describe() if self.detector
+                        else self.settings.backend),
             "model_path": str(self.settings.model_path),
             "score": self.settings.score,
             "camera_topic": self.subscription.topic_name,
         }
-        status = detector_status(f"{self.get_name()}: dense OOD detector", self.get_fully_qualified_name(),
-                                 self.stats, info, loading=self.loading)
+        status = detector_status(f"{self.get_name()}: dense OOD detector",
+                                 self.get_fully_qualified_name(), self.stats, info,
+                                 loading=self.loading)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(array)

@@ -29,7 +29,8 @@ def camvid_pairs(root: Union[str, Path], split: str) -> List[Tuple[Path, Path]]:
         try:
             image_rel, label_rel = line.split()
         except ValueError:
-            raise ValueError(f"{listing}:{line_no}: expected 'image label', got {line!r}") from None
+            raise ValueError(f"{listing}:{line_no}: expected 'image label', "
+                             f"got {line!r}") from None
         image = _existing_image(root / image_rel.lstrip("/").split("CamVid/")[-1])
         label = root / label_rel.lstrip("/").split("CamVid/")[-1]
         if not label.is_file():
@@ -49,16 +50,22 @@ class CamVid(Dataset):
     """CamVid frames as (uint8 HxWx3 RGB tensor, int64 HxW label tensor).
 
     With ``crop_size`` set, training augmentation applies: random scale in
-    ``scale_range``, random crop (padded with void), horizontal flip.
+    ``scale_range``, random crop (padded with void), horizontal flip. ``cache_in_memory``
+    decodes every frame once, here, and serves the decoded arrays from then on (the items
+    are the same as without it).
     """
 
-    def __init__(self, root: Union[str, Path], split: str, crop_size: Optional[Tuple[int, int]] = None,
-                 scale_range: Tuple[float, float] = (0.75, 1.5), limit: Optional[int] = None, seed: int = 0):
+    def __init__(self, root: Union[str, Path], split: str,
+                 crop_size: Optional[Tuple[int, int]] = None,
+                 scale_range: Tuple[float, float] = (0.75, 1.5), limit: Optional[int] = None,
+                 seed: int = 0, cache_in_memory: bool = False):
         self.pairs = camvid_pairs(root, split)[:limit]
         self.crop_size = crop_size
         self.scale_range = scale_range
         self.seed = seed
         self.epoch = 0
+        self.decoded = [self._read(index) for index in range(len(self.pairs))] \
+            if cache_in_memory else None
 
     def set_epoch(self, epoch: int) -> None:
         """Make augmentation depend on (seed, epoch, index): deterministic and resumable."""
@@ -67,16 +74,23 @@ class CamVid(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int):
+    def _read(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         image = read_rgb(image_path)
         label = read_label(label_path)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"size mismatch: {image_path} {image.shape[:2]} vs {label_path} {label.shape}")
+            raise ValueError(f"size mismatch: {image_path} {image.shape[:2]} vs {label_path} "
+                             f"{label.shape}")
+        return image, label
+
+    def __getitem__(self, index: int):
+        image, label = self.decoded[index] if self.decoded is not None else self._read(index)
         if self.crop_size is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             image, label = augment(image, label, self.crop_size, self.scale_range, rng)
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(label.astype(np.int64))
+        # a copy: the tensors handed out never share memory with the cache
+        image = np.array(image, order="C")
+        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
 
 
 def augment(image: np.ndarray, label: np.ndarray, crop_size: Tuple[int, int],

@@ -1,6 +1,9 @@
-"""CamVid-Paste: a Fishyscapes-Static-style anomaly benchmark, real COCO objects pasted on CamVid roads.
+r"""CamVid-Paste: a Fishyscapes-Static-style anomaly benchmark.
 
-    python -m training.data.camvid_paste --split test --out data_generated/camvid_paste/test --seed 0
+Real COCO objects are pasted on CamVid roads::
+
+    python -m training.data.camvid_paste --split test --out data_generated/camvid_paste/test \
+        --seed 0
 
 Objects are cut out with their exact COCO panoptic masks. Only "thing" categories that are
 not, and do not look like, CamVid classes are used: animals and household objects listed in
@@ -28,19 +31,19 @@ CamVid (CC BY-NC 4.0) and COCO images (Flickr licences): keep it out of the repo
 (``data_generated/`` is git-ignored).
 """
 
-import argparse
 import json
 import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
+from dense_ood_ros.cli import command_parser
 from dense_ood_ros.io import read_label, read_rgb, write_rgb
 from training.data.camvid import camvid_pairs
 
@@ -66,12 +69,14 @@ OBJECT_HEIGHTS_M = {
 }
 ROAD = CAMVID_CLASSES.index("road")
 #: CamVid classes an object must not largely cover (they may be nearer than the object).
-FOREGROUND_CLASSES = tuple(CAMVID_CLASSES.index(name) for name in ("car", "pedestrian", "bicyclist"))
+FOREGROUND_CLASSES = tuple(CAMVID_CLASSES.index(name)
+                           for name in ("car", "pedestrian", "bicyclist"))
 
 CAMERA_HEIGHT_M = 1.6
 #: Typical heights (m) of the CamVid classes used to find the horizon, and their box shapes.
 REFERENCE_HEIGHTS_M = {CAMVID_CLASSES.index("car"): 1.5, CAMVID_CLASSES.index("pedestrian"): 1.7}
-REFERENCE_ASPECTS = {CAMVID_CLASSES.index("car"): (0.6, 1.1), CAMVID_CLASSES.index("pedestrian"): (2.0, 4.0)}
+REFERENCE_ASPECTS = {CAMVID_CLASSES.index("car"): (0.6, 1.1),
+                     CAMVID_CLASSES.index("pedestrian"): (2.0, 4.0)}
 MIN_REFERENCE_AREA = 200
 MIN_REFERENCES = 10  # per sequence, else DEFAULT_HORIZON_FRACTION
 DEFAULT_HORIZON_FRACTION = 0.47  # horizon row / image height
@@ -103,6 +108,7 @@ ATTRIBUTION = (
 @dataclass
 class CocoObject:
     """A cut-out COCO segment: RGB crop, its mask, and where it comes from."""
+
     rgb: np.ndarray  # uint8 hxwx3
     mask: np.ndarray  # bool hxw
     category: str
@@ -112,6 +118,7 @@ class CocoObject:
 @dataclass
 class PastedFrame:
     """A frame with objects pasted in: image, labels and the blending alpha."""
+
     image: np.ndarray
     label: np.ndarray  # 1 anomaly, 0 inlier, 255 void
     semantic: np.ndarray  # CamVid labels, pasted pixels void
@@ -126,8 +133,11 @@ def segment_ids(panoptic_png: np.ndarray) -> np.ndarray:
 
 
 def is_usable_segment(mask: np.ndarray, ids: np.ndarray, thing_ids: Sequence[int]) -> bool:
-    """Whole, unoccluded objects only: not touching the image border, one piece, no holes, and
-    not bordering other thing segments much (which would likely cover part of it)."""
+    """Accept whole, unoccluded objects only.
+
+    That is: not touching the image border, one piece, no holes, and not bordering other thing
+    segments much (which would likely cover part of it).
+    """
     area = int(mask.sum())
     rows, cols = np.nonzero(mask)
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
@@ -164,7 +174,8 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
         if not wanted:
             continue
         ids = segment_ids(read_rgb(coco_root / "panoptic" / coco_split / annotation["file_name"]))
-        thing_ids = [s["id"] for s in annotation["segments_info"] if categories[s["category_id"]]["isthing"]]
+        thing_ids = [s["id"] for s in annotation["segments_info"]
+                     if categories[s["category_id"]]["isthing"]]
         image_info = images[annotation["image_id"]]
         rgb = None
         for segment in sorted(wanted, key=lambda s: s["id"]):
@@ -177,8 +188,9 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
             rows, cols = np.nonzero(mask)
             crop = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
             licence = licences.get(image_info.get("license"), {})
-            source = {"coco_split": coco_split, "file_name": image_info["file_name"], "segment_id": segment["id"],
-                      "licence": licence.get("name"), "licence_url": licence.get("url"),
+            source = {"coco_split": coco_split, "file_name": image_info["file_name"],
+                      "segment_id": segment["id"], "licence": licence.get("name"),
+                      "licence_url": licence.get("url"),
                       "flickr_url": image_info.get("flickr_url")}
             category = categories[segment["category_id"]]["name"]
             objects.append(CocoObject(rgb[crop].copy(), mask[crop].copy(), category, source))
@@ -186,14 +198,17 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
 
 
 def sequence_name(stem: str) -> str:
-    """CamVid file stems are ``<sequence>_<frame>``."""
+    """Return the sequence of a CamVid file stem (stems are ``<sequence>_<frame>``)."""
     return stem.split("_")[0]
 
 
 def estimate_horizons(label_paths: Sequence[Path]) -> Dict[str, float]:
-    """Horizon row per sequence: the median over whole (not cut by the image border), upright
-    car and pedestrian label components of ``bottom - height * CAMERA_HEIGHT_M / real height``
-    (flat ground, level camera); ``DEFAULT_HORIZON_FRACTION`` of the height with too few."""
+    """Estimate the horizon row per sequence.
+
+    It is the median over whole (not cut by the image border), upright car and pedestrian label
+    components of ``bottom - height * CAMERA_HEIGHT_M / real height`` (flat ground, level
+    camera); ``DEFAULT_HORIZON_FRACTION`` of the height with too few.
+    """
     estimates: Dict[str, List[float]] = {}
     frame_height = None
     for path in label_paths:
@@ -201,10 +216,12 @@ def estimate_horizons(label_paths: Sequence[Path]) -> Dict[str, float]:
         frame_height = label.shape[0]
         found = estimates.setdefault(sequence_name(path.stem), [])
         for class_index, real_height in REFERENCE_HEIGHTS_M.items():
-            stats = cv2.connectedComponentsWithStats((label == class_index).astype(np.uint8))[2][1:]
+            stats = cv2.connectedComponentsWithStats(
+                (label == class_index).astype(np.uint8))[2][1:]
             low, high = REFERENCE_ASPECTS[class_index]
             for left, top, width, height, area in stats:
-                inside = left > 0 and top > 0 and left + width < label.shape[1] and top + height < label.shape[0]
+                inside = (left > 0 and top > 0 and left + width < label.shape[1]
+                          and top + height < label.shape[0])
                 if inside and area >= MIN_REFERENCE_AREA and low <= height / width <= high:
                     found.append(top + height - height * CAMERA_HEIGHT_M / real_height)
     return {sequence: float(np.median(rows)) if len(rows) >= MIN_REFERENCES
@@ -232,12 +249,13 @@ def _brightness_gain(obj: CocoObject, frame: np.ndarray) -> float:
     return float(np.clip(np.sqrt(frame.mean() / max(object_mean, 1.0)), 0.6, 1.5))
 
 
-def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: np.ndarray, horizon: float,
-           rng: np.random.Generator):
+def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: np.ndarray,
+           horizon: float, rng: np.random.Generator):
     """Random (top, left, height, width) in pixels with the object's bottom on road, or None.
 
     Objects of one frame occupy disjoint columns (``used_columns``, with a margin), so none
-    seems to stand on another one nearer to the camera."""
+    seems to stand on another one nearer to the camera.
+    """
     frame_h, frame_w = camvid_label.shape
     real_height = OBJECT_HEIGHTS_M[obj.category] * rng.uniform(*HEIGHT_JITTER)
     aspect = obj.mask.shape[1] / obj.mask.shape[0]
@@ -255,7 +273,8 @@ def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: 
         top, left = bottom - height + 1, centre - width // 2
         if left < 0 or left + width > frame_w:
             continue
-        mask = cv2.resize(obj.mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        mask = cv2.resize(obj.mask.astype(np.uint8), (width, height),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
         mask = mask[:, ::-1] if flip else mask
         window = np.s_[top:bottom + 1, left:left + width]
         base = mask[-1]
@@ -269,9 +288,12 @@ def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: 
     return None
 
 
-def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[CocoObject], horizon: float,
-                rng: np.random.Generator) -> PastedFrame:
-    """Paste 1-2 random objects from ``pool`` on the road of one frame, below the ``horizon`` row."""
+def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[CocoObject],
+                horizon: float, rng: np.random.Generator) -> PastedFrame:
+    """Paste 1-2 random objects from ``pool`` on the road of one frame, below the horizon.
+
+    ``horizon`` is the horizon's row.
+    """
     canvas = frame.astype(np.float32)
     alpha_total = np.zeros(camvid_label.shape, np.float32)
     used_columns = np.zeros(camvid_label.shape[1], bool)
@@ -305,11 +327,13 @@ def frame_rng(seed: int, stem: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(stem.encode())])
 
 
-def generate(split: str, out: Path, seed: int, limit: Optional[int] = None, camvid_root: Path = DEFAULT_CAMVID,
-             coco_root: Path = DEFAULT_COCO, progress: bool = True) -> Dict[str, object]:
+def generate(split: str, out: Path, seed: int, limit: Optional[int] = None,
+             camvid_root: Path = DEFAULT_CAMVID, coco_root: Path = DEFAULT_COCO,
+             progress: bool = True) -> Dict[str, object]:
     """Write the benchmark for one CamVid split into ``out``; returns the manifest."""
     if split not in COCO_SPLIT_FOR:
-        raise ValueError(f"CamVid-Paste split must be one of {sorted(COCO_SPLIT_FOR)}, got {split!r}")
+        raise ValueError("CamVid-Paste split must be one of "
+                         f"{sorted(COCO_SPLIT_FOR)}, got {split!r}")
     coco_split = COCO_SPLIT_FOR[split]
     pool = load_objects(coco_root, coco_split)
     if not pool:
@@ -320,7 +344,8 @@ def generate(split: str, out: Path, seed: int, limit: Optional[int] = None, camv
     for folder in ("images", "labels", "semantic"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     frames = []
-    for image_path, label_path in tqdm(pairs, desc=f"camvid_paste {split}", unit="frame", disable=not progress):
+    for image_path, label_path in tqdm(pairs, desc=f"camvid_paste {split}", unit="frame",
+                                       disable=not progress):
         stem = image_path.stem
         result = paste_frame(read_rgb(image_path), read_label(label_path), pool,
                              horizons[sequence_name(stem)], frame_rng(seed, stem))
@@ -350,25 +375,32 @@ def summarize(manifest: Dict[str, object]) -> str:
     objects = sum(len(f["objects"]) for f in frames)
     anomaly = sum(f["anomaly_pixels"] for f in frames)
     valid = sum(f["valid_pixels"] for f in frames)
-    return (f"{len(frames)} frames, {objects} objects from a pool of {manifest['object_pool_size']} "
-            f"({manifest['coco_split']}), anomaly pixels {100.0 * anomaly / max(valid, 1):.2f}% of valid pixels")
+    return (f"{len(frames)} frames, {objects} objects from a pool of "
+            f"{manifest['object_pool_size']} ({manifest['coco_split']}), anomaly pixels "
+            f"{100.0 * anomaly / max(valid, 1):.2f}% of valid pixels")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.data.camvid_paste",
-                                     description="Generate the CamVid-Paste anomaly benchmark.")
-    parser.add_argument("--split", required=True, choices=sorted(COCO_SPLIT_FOR), help="CamVid split")
+    parser = command_parser("python -m training.data.camvid_paste",
+                            "Generate the CamVid-Paste anomaly benchmark.",
+                            "<out>/images/*.png, labels/*.png (1 anomaly, 0 inlier, 255 void), "
+                            "semantic/*.png (CamVid labels, pasted pixels void) and manifest.json "
+                            "(seed, objects, sources).")
+    parser.add_argument("--split", required=True, choices=sorted(COCO_SPLIT_FOR),
+                        help="CamVid split")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<split>)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--limit", type=int, help="only the first N frames")
-    parser.add_argument("--camvid-root", type=Path, default=DEFAULT_CAMVID, help=f"default {DEFAULT_CAMVID}")
-    parser.add_argument("--coco-root", type=Path, default=DEFAULT_COCO, help=f"default {DEFAULT_COCO}")
+    parser.add_argument("--camvid-root", type=Path, default=DEFAULT_CAMVID,
+                        help=f"default {DEFAULT_CAMVID}")
+    parser.add_argument("--coco-root", type=Path, default=DEFAULT_COCO,
+                        help=f"default {DEFAULT_COCO}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     out = args.out or DEFAULT_OUT / args.split
     try:
-        manifest = generate(args.split, out, args.seed, args.limit, args.camvid_root, args.coco_root,
-                            progress=not args.no_progress)
+        manifest = generate(args.split, out, args.seed, args.limit, args.camvid_root,
+                            args.coco_root, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"camvid_paste: error: {exc}", file=sys.stderr)
         return 1

@@ -37,8 +37,11 @@ def unsqueeze(x: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_share(samples: torch.Tensor) -> float:
-    """Share of sample values at the [0, 1] clamp: rises when the flow drifts off the inlier
-    manifold to saturated, easy negatives instead of staying at its border."""
+    """Return the share of sample values at the [0, 1] clamp.
+
+    It rises when the flow drifts off the inlier manifold to saturated, easy negatives instead
+    of staying at its border.
+    """
     return float(((samples <= 0.0) | (samples >= 1.0)).float().mean())
 
 
@@ -144,9 +147,13 @@ class FlowStep(nn.Module):
 
 
 class Glow(nn.Module):
-    """Multi-scale Glow over RGB patches in [0, 1]; :meth:`sample` draws patches of any valid size."""
+    """Multi-scale Glow over RGB patches in [0, 1].
 
-    def __init__(self, num_levels: int = 3, steps_per_level: int = 4, hidden: int = 64, seed: int = 0):
+    :meth:`sample` draws patches of any valid size.
+    """
+
+    def __init__(self, num_levels: int = 3, steps_per_level: int = 4, hidden: int = 64,
+                 seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.num_levels = num_levels
@@ -154,7 +161,8 @@ class Glow(nn.Module):
         channels = 3
         for level in range(num_levels):
             channels *= 4
-            self.levels.append(nn.ModuleList(FlowStep(channels, hidden, generator) for _ in range(steps_per_level)))
+            self.levels.append(nn.ModuleList(FlowStep(channels, hidden, generator)
+                                             for _ in range(steps_per_level)))
             if level < num_levels - 1:
                 channels //= 2  # half the channels leave to the prior at each split
 
@@ -169,7 +177,7 @@ class Glow(nn.Module):
             raise ValueError(f"patch size {height}x{width} must be positive multiples of {m}")
 
     def forward(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """x in [0, 1] -> (latents per level, log|det J|) with x centred to [-0.5, 0.5] first."""
+        """Map x in [0, 1] to (latents per level, log|det J|), centring x to [-0.5, 0.5] first."""
         self._check_size(*x.shape[-2:])
         h = x - 0.5
         logdet = torch.zeros(x.shape[0], device=x.device)
@@ -190,7 +198,8 @@ class Glow(nn.Module):
         latents, logdet = self.forward(x)
         return sum(gaussian_log_prob(z) for z in latents) + logdet
 
-    def bits_per_dim(self, images_uint8_float: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def bits_per_dim(self, images_uint8_float: torch.Tensor,
+                     noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean NLL in bits per sub-pixel of 8-bit images given as float 0..255 (N, 3, H, W).
 
         Uniform dequantisation: x = (v + u) / 256, u ~ U[0, 1).
@@ -226,7 +235,10 @@ class Glow(nn.Module):
 
     def sample(self, batch: int, height: int, width: int, temperature: float = 1.0,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Differentiable samples in [0, 1] (N, 3, height, width); clamping is the only non-linearity added."""
+        """Draw differentiable samples in [0, 1] (N, 3, height, width).
+
+        Clamping is the only non-linearity added.
+        """
         device = next(self.parameters()).device
         latents = [torch.randn(shape, generator=generator, device=device) * temperature
                    for shape in self.latent_shapes(batch, height, width)]

@@ -28,7 +28,8 @@ class SpatialPyramidPooling(nn.Module):
         super().__init__()
         self.grids = tuple(grids)
         self.bottleneck = _bn_relu_conv(in_channels, out_channels, 1)
-        self.levels = nn.ModuleList(_bn_relu_conv(out_channels, level_channels, 1) for _ in self.grids)
+        self.levels = nn.ModuleList(_bn_relu_conv(out_channels, level_channels, 1)
+                                    for _ in self.grids)
         self.fuse = _bn_relu_conv(out_channels + level_channels * len(self.grids), out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,8 @@ class SpatialPyramidPooling(nn.Module):
         pyramid = [x]
         for grid, level in zip(self.grids, self.levels):
             pooled = F.adaptive_avg_pool2d(x, grid)
-            pyramid.append(F.interpolate(level(pooled), size=size, mode="bilinear", align_corners=False))
+            pyramid.append(F.interpolate(level(pooled), size=size, mode="bilinear",
+                                         align_corners=False))
         return self.fuse(torch.cat(pyramid, dim=1))
 
 

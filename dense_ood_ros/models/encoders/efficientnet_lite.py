@@ -29,7 +29,8 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expand, depthwise kxk, 1x1 project, identity skip."""
 
-    def __init__(self, in_channels: int, out_channels: int, expand_ratio: int, kernel_size: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, expand_ratio: int, kernel_size: int,
+                 stride: int):
         super().__init__()
         hidden = in_channels * expand_ratio
         self.has_expansion = expand_ratio != 1
@@ -69,7 +70,8 @@ class EfficientNetLite0(nn.Module):
         blocks, taps, in_channels = [], [], 32
         for expand, kernel, stride, out_channels, repeats in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(in_channels, out_channels, expand, kernel, stride if i == 0 else 1))
+                blocks.append(MBConv(in_channels, out_channels, expand, kernel,
+                                     stride if i == 0 else 1))
                 in_channels = out_channels
             taps.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
@@ -90,7 +92,7 @@ class EfficientNetLite0(nn.Module):
         return features
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (1000 classes) from normalised images."""
+        """Compute ImageNet logits (1000 classes) from normalised images."""
         x = self.forward(x)[-1]
         x = self.act(self._bn1(self._conv_head(x)))
         return self._fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

@@ -16,10 +16,13 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.classes import CAMVID_CLASSES, CAMVID_PALETTE
-from dense_ood_ros.io import IMAGE_SUFFIXES, read_rgb, write_rgb
+from dense_ood_ros.cli import add_out, add_score, command_parser
+from dense_ood_ros.io import ImageFolderError, list_images, read_rgb, write_rgb
 from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
-from dense_ood_ros.ros.client import DetectorClient, init_client_context, start_detector, stop_detector
+from dense_ood_ros.ros.client import (DetectorClient, init_client_context, start_detector,
+                                      stop_detector)
 from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_image
 from dense_ood_ros.visualization import heat_map, score_range
 
@@ -46,12 +49,14 @@ def _class_legend(footer: np.ndarray, left: int, width: int) -> None:
     for index, name in enumerate(CAMVID_CLASSES):
         x = left + (index % columns) * cell
         y = 10 + (index // columns) * 22
-        cv2.rectangle(footer, (x, y), (x + 14, y + 14), tuple(int(c) for c in CAMVID_PALETTE[index]), -1)
+        cv2.rectangle(footer, (x, y), (x + 14, y + 14),
+                      tuple(int(c) for c in CAMVID_PALETTE[index]), -1)
         cv2.rectangle(footer, (x, y), (x + 14, y + 14), GREY, 1)
         _text(footer, name, (x + 20, y + 12), 0.42)
 
 
-def _color_bar(footer: np.ndarray, left: int, width: int, value_range: Tuple[float, float]) -> None:
+def _color_bar(footer: np.ndarray, left: int, width: int,
+               value_range: Tuple[float, float]) -> None:
     bar_left, bar_right, top, bottom = left + 10, left + width - 10, 14, 34
     ramp = np.linspace(value_range[0], value_range[1], bar_right - bar_left, dtype=np.float32)
     footer[top:bottom, bar_left:bar_right] = heat_map(ramp[None], value_range)
@@ -71,9 +76,10 @@ def render_result(rgb: np.ndarray, color: np.ndarray, score: np.ndarray, score_n
     height, width = rgb.shape[:2]
     value_range = score_range(score)
     overlay = cv2.addWeighted(rgb, 1.0 - SEGMENTATION_OPACITY, color, SEGMENTATION_OPACITY, 0.0)
-    panels = [(rgb, "input"), (overlay, "semantic segmentation"), (heat_map(score, value_range),
-                                                                   f"anomaly score ({score_name})")]
-    canvas = np.full((TITLE_HEIGHT + height + FOOTER_HEIGHT, 3 * width + 2 * GAP, 3), DARK, np.uint8)
+    panels = [(rgb, "input"), (overlay, "semantic segmentation"),
+              (heat_map(score, value_range), f"anomaly score ({score_name})")]
+    canvas = np.full((TITLE_HEIGHT + height + FOOTER_HEIGHT, 3 * width + 2 * GAP, 3), DARK,
+                     np.uint8)
     footer = canvas[TITLE_HEIGHT + height:]
     for index, (panel, title) in enumerate(panels):
         left = index * (width + GAP)
@@ -85,26 +91,22 @@ def render_result(rgb: np.ndarray, color: np.ndarray, score: np.ndarray, score_n
     return canvas
 
 
-def demo_frames(folder: Path) -> List[Path]:
-    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not frames:
-        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return frames
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="dense-ood-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("dense-ood-demo", __doc__,
+                            "<out>/<frame>_dense_ood.png per frame (input | segmentation | "
+                            "anomaly score); per-frame latency and throughput on stdout.")
     parser.add_argument("--frames", type=Path, default=package_path("demo"),
                         help="folder of input images (default: the shipped CamVid demo frames)")
-    parser.add_argument("--output", type=Path, default=Path("demo_output"),
-                        help="folder for the result PNGs (default: demo_output)")
-    parser.add_argument("--model-path", help="model checkpoint (default: the node's, models/default.pt)")
-    parser.add_argument("--backend", default="torch", help="inference backend (default: torch)")
-    parser.add_argument("--score", default="jsd", help="anomaly score (default: jsd)")
+    add_out(parser, "folder for the result PNGs (default: demo_output)", Path("demo_output"))
+    parser.add_argument("--model", type=Path,
+                        help="model file (default: the node's, models/default.pt)")
+    parser.add_argument("--backend", default="torch", choices=BACKEND_NAMES,
+                        help="inference backend (default torch)")
+    add_score(parser)
     parser.add_argument("--startup-timeout", type=float, default=90.0,
                         help="seconds to wait for the node to start and answer the first frame")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each frame's outputs")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for each frame's outputs")
     return parser.parse_args(argv)
 
 
@@ -129,11 +131,12 @@ def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namesp
         score = image_to_numpy(reply.outputs[SCORE_TOPIC])
         color = image_to_numpy(reply.outputs[COLOR_TOPIC])
         caption = f"{path.name}: {1000 * reply.latency_s:.0f} ms end to end"
-        output_path = args.output / f"{path.stem}_dense_ood.png"
+        output_path = args.out / f"{path.stem}_dense_ood.png"
         write_rgb(output_path, render_result(rgb, color, score, args.score, caption))
         resent = f", sent {reply.sends}x" if reply.sends > 1 else ""
-        print(f"{path.name}: {1000 * reply.latency_s:6.0f} ms{resent}  classes {len(np.unique(labels)):2d}  "
-              f"score mean {score.mean():.3f} max {score.max():.3f}  -> {output_path}")
+        print(f"{path.name}: {1000 * reply.latency_s:6.0f} ms{resent}  "
+              f"classes {len(np.unique(labels)):2d}  score mean "
+              f"{score.mean():.3f} max {score.max():.3f}  -> {output_path}")
     mean_latency = sum(latencies) / len(latencies)
     print(f"{len(latencies)} frames: mean end-to-end latency {1000 * mean_latency:.0f} ms, "
           f"{1.0 / mean_latency:.2f} FPS (one frame in flight; PNG writing excluded)")
@@ -141,20 +144,26 @@ def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namesp
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    frames = demo_frames(args.frames)
-    args.output.mkdir(parents=True, exist_ok=True)
-    # A private DDS domain unless the caller chose one, so the demo never talks to other ROS systems.
+    try:
+        frames = list_images(args.frames, "demo frame")
+    except ImageFolderError as exc:
+        print(f"dense-ood-demo: error: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    # A private DDS domain unless the caller chose one, so the demo never talks to other ROS
+    # systems.
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
     parameters = {"camera_topic": CAMERA_TOPIC, "output_namespace": OUTPUT_NAMESPACE,
                   "backend": args.backend, "score": args.score, "publish_color": True}
-    if args.model_path:
-        parameters["model_path"] = str(Path(args.model_path).resolve())
-    print(f"starting the detector node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}) ...", flush=True)
+    if args.model:
+        parameters["model_path"] = str(args.model.resolve())
+    print(f"starting the detector node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}) ...",
+          flush=True)
     process = start_detector(parameters)
     context = init_client_context()
     try:
-        with DetectorClient(CAMERA_TOPIC, OUTPUT_NAMESPACE, detector_process=process, context=context,
-                            node_name="dense_ood_demo") as client:
+        with DetectorClient(CAMERA_TOPIC, OUTPUT_NAMESPACE, detector_process=process,
+                            context=context, node_name="dense_ood_demo") as client:
             run_frames(client, frames, args)
     except (TimeoutError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

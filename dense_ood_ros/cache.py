@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from dense_ood_ros.checkpoint import file_sha256
+from dense_ood_ros.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +25,20 @@ StatusCallback = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
-    """``$DENSE_OOD_CACHE``, else ``$XDG_CACHE_HOME/dense_ood_ros`` (``~/.cache/dense_ood_ros``)."""
+    """Return ``$DENSE_OOD_CACHE``, else ``$XDG_CACHE_HOME/dense_ood_ros``.
+
+    Without ``$XDG_CACHE_HOME``, that is ``~/.cache/dense_ood_ros``.
+    """
     if os.environ.get("DENSE_OOD_CACHE"):
         return Path(os.environ["DENSE_OOD_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dense_ood_ros"
 
 
 def record_path(artifact: Union[str, Path]) -> Path:
-    """The JSON record stored beside an artifact: ``model.engine`` -> ``model.engine.json``."""
+    """Return the path of the JSON record beside an artifact.
+
+    ``model.engine`` -> ``model.engine.json``.
+    """
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".json")
 
@@ -43,7 +49,7 @@ def _canonical(value: Any) -> Any:
 
 
 def read_record(artifact: Union[str, Path]) -> Dict[str, Any]:
-    """The record of an artifact; ``ValueError`` naming the file when missing or unreadable."""
+    """Read the record of an artifact; ValueError naming the file when missing or unreadable."""
     path = record_path(artifact)
     try:
         record = json.loads(path.read_text())
@@ -57,7 +63,7 @@ def read_record(artifact: Union[str, Path]) -> Dict[str, Any]:
 
 
 def key_mismatch(recorded: Mapping[str, Any], needed: Mapping[str, Any]) -> Optional[str]:
-    """Describe the fields of ``needed`` that ``recorded`` lacks or differs in (None if it matches)."""
+    """Describe the fields of ``needed`` that ``recorded`` lacks or differs in (None if same)."""
     recorded, needed = _canonical(dict(recorded)), _canonical(dict(needed))
     diffs = [f"{name}: cached {recorded.get(name)!r}, needed {value!r}"
              for name, value in needed.items() if recorded.get(name) != value]
@@ -97,48 +103,23 @@ def store(artifact: Union[str, Path], write: Callable[[Path], None], key: Mappin
     artifact.parent.mkdir(parents=True, exist_ok=True)
     record_path(artifact).unlink(missing_ok=True)
     _write_atomic(artifact, write)
-    record = {"key": _canonical(dict(key)), "sha256": file_sha256(artifact), **_canonical(dict(extra or {}))}
-    _write_atomic(record_path(artifact), lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True)))
+    record = {"key": _canonical(dict(key)), "sha256": file_sha256(artifact),
+              **_canonical(dict(extra or {}))}
+    _write_atomic(record_path(artifact),
+                  lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True)))
     return artifact
 
 
 def ensure(artifact: Union[str, Path], key: Mapping[str, Any], write: Callable[[Path], None],
            what: str, status: Optional[StatusCallback] = None,
            extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Return ``artifact`` when valid for ``key``; otherwise log why, rebuild it with ``write`` and store it."""
+    """Return ``artifact`` when valid for ``key``.
+
+    Otherwise log why, rebuild it with ``write`` and store it.
+    """
     reason = stale_reason(artifact, key)
     if reason is None:
         logger.info("using cached %s %s", what, artifact)
         return Path(artifact)
     (status or logger.info)(f"building {what} {artifact}: {reason}")
     return store(artifact, write, key, extra)
-
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def engine_key(onnx_sha256: str, precision: str, input_shape, gpu_name: str, compute_capability: str,
-               tensorrt_version: str, calibration_id: Optional[str] = None) -> Dict[str, Any]:
-    """Everything a serialized TensorRT engine is specific to.
-
-    ``input_shape`` is the engine's input (N, H, W, 3); ``calibration_id`` identifies the
-    INT8 calibration data (left out of the key when the caller accepts any calibration).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    key = {"onnx_sha256": onnx_sha256, "precision": precision, "input_shape": [int(v) for v in input_shape],
-           "gpu": gpu_name, "compute_capability": compute_capability, "tensorrt": tensorrt_version}
-    if calibration_id is not None:
-        key["calibration_id"] = calibration_id
-    return key
-
-
-def engine_path(cache_dir: Union[str, Path], onnx_path: Union[str, Path], onnx_sha256: str, precision: str,
-                input_size) -> Path:
-    """Where the cache keeps the engine of an ONNX file at one precision and input size.
-
-    GPU and TensorRT version are not in the name: a mismatch there rebuilds the file in place.
-    """
-    height, width = input_size
-    name = f"{Path(onnx_path).stem}-{onnx_sha256[:12]}-{height}x{width}.{precision}.engine"
-    return Path(cache_dir) / "engines" / name

@@ -1,0 +1,121 @@
+"""One command-line dialect for every ``dense-ood-*`` and ``training.*`` command.
+
+The same option means the same thing everywhere: ``--model`` (a model file), ``--out``
+(where results go), sizes as ``HEIGHTxWIDTH``, ``--backend``, ``--precision``,
+``--threads``, ``--cache-dir``, ``--scores`` (comma-separated) or ``--score`` (one).
+Each command's ``--help`` ends with what it writes (:func:`command_parser`'s ``writes``).
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from dense_ood_ros.backends import BACKEND_NAMES
+from dense_ood_ros.backends.tensorrt_backend import PRECISIONS
+from dense_ood_ros.scores import SCORES
+
+#: Smallest accepted network input side (the encoder's output stride is 32).
+MIN_SIDE = 32
+
+
+def command_parser(prog: str, description: str, writes: str) -> argparse.ArgumentParser:
+    """Make an argument parser whose help ends with what the command writes."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=f"Writes: {writes}",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``"360x480"`` -> (360, 480): height x width."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("size must be HEIGHTxWIDTH, "
+                                         f"e.g. 360x480, got {text!r}") from None
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise argparse.ArgumentTypeError("size must be at least "
+                                         f"{MIN_SIDE}x{MIN_SIDE}, got {text!r}")
+    return height, width
+
+
+def parse_scores(text: str) -> Tuple[str, ...]:
+    """``"jsd,msp"`` -> ("jsd", "msp"), each a known anomaly score."""
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [name for name in names if name not in SCORES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown anomaly score(s) {unknown or [text]}; choose "
+                                         f"from {sorted(SCORES)}")
+    return names
+
+
+def parse_ints(text: str) -> Tuple[int, ...]:
+    """``"1,2"`` -> (1, 2)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated "
+                                         f"integers, got {text!r}") from None
+
+
+def add_model(parser: argparse.ArgumentParser,
+              help: str = "model file: checkpoint .pt, "
+                          "exported .onnx, or TensorRT .engine") -> None:
+    """``--model PATH`` (required)."""
+    parser.add_argument("--model", required=True, type=Path, help=help)
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, default: Optional[Path] = None) -> None:
+    """``--out PATH``: where the command writes (required when there is no default)."""
+    parser.add_argument("--out", type=Path, default=default, required=default is None, help=help)
+
+
+def add_input_size(parser: argparse.ArgumentParser) -> None:
+    """``--input-size HxW``: the network's input size (default: the model's)."""
+    parser.add_argument("--input-size", type=parse_size, metavar="HxW",
+                        help="network input size HEIGHTxWIDTH (default: the model's)")
+
+
+def add_scores(parser: argparse.ArgumentParser, default: Sequence[str] = ("jsd",)) -> None:
+    """``--scores a,b``: the anomaly scores computed."""
+    parser.add_argument("--scores", type=parse_scores, default=tuple(default),
+                        help="comma-separated anomaly scores from "
+                             f"{sorted(SCORES)} (default {','.join(default)})")
+
+
+def add_score(parser: argparse.ArgumentParser, default: str = "jsd") -> None:
+    """``--score NAME``: the one anomaly score used."""
+    parser.add_argument("--score", default=default, choices=sorted(SCORES),
+                        help=f"anomaly score (default {default})")
+
+
+def add_backend(parser: argparse.ArgumentParser, default: str = "torch") -> None:
+    """``--backend``, ``--precision``, ``--threads``, ``--cache-dir``.
+
+    Which backend runs the model, and how.
+    """
+    parser.add_argument("--backend", default=default, choices=BACKEND_NAMES,
+                        help=f"inference backend (default {default})")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="tensorrt precision (default fp16; the other backends run fp32)")
+    add_threads(parser)
+    add_cache_dir(parser)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads."""
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of torch and onnxruntime (default: the available cores)")
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir DIR``: ONNX exports and engines."""
+    parser.add_argument("--cache-dir", type=Path,
+                        help="ONNX/engine cache (default $DENSE_OOD_CACHE or "
+                             "~/.cache/dense_ood_ros)")
+
+
+def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the keywords of :func:`~dense_ood_ros.backends.make_backend`.
+
+    They are the values of :func:`add_backend`'s options.
+    """
+    return {"precision": args.precision, "threads": args.threads, "cache_dir": args.cache_dir}
