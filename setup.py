@@ -28,7 +28,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "detector = dense_ood_ros.ros.node:main",
+            "detector = dense_ood_ros.ros.detector_main:main",
             "dense-ood-demo = dense_ood_ros.ros.demo:main",
             "dense-ood-evaluate = dense_ood_ros.evaluate:main",
             "dense-ood-export = dense_ood_ros.export:main",

@@ -46,28 +46,37 @@ DEFAULT_FRAMES = Path("../shared/data/camvid/test")
 LABELS_ONLY = "labels only"
 THROUGHPUT = "throughput vs torch:cpu"
 SCORE_COST = "score cost (p50 inference latency added)"
-#: Backend specs "name[:option]": option is the torch/onnxruntime device or the tensorrt precision.
-SPEC_OPTION = {"torch": "device", "onnxruntime": "device", "tensorrt": "precision"}
+#: Backend specs "name[:option[:option]]", each backend's options in this order, e.g.
+#: torch:cpu, torch:cuda:fp16 (device, precision), onnxruntime:cuda, tensorrt:int8.
+SPEC_OPTIONS = {"torch": ("device", "precision"), "onnxruntime": ("device",),
+                "tensorrt": ("precision",)}
+#: The spec of each GPU candidate of ``auto``.
+GPU_SPECS = {"onnxruntime-gpu": "onnxruntime:cuda", "torch-cuda": "torch:cuda:fp16",
+             "tensorrt": "tensorrt:fp16"}
+
+
+def gpu_backends() -> List[str]:
+    """Every GPU backend spec that can run here: ONNX Runtime GPU, torch CUDA fp16, TensorRT."""
+    available = {candidate for candidate, reason in availability() if reason is None}
+    return [spec for candidate, spec in GPU_SPECS.items() if candidate in available]
 
 
 def default_backends() -> List[str]:
-    """Every backend spec that can run here: torch, ONNX Runtime CPU (and GPU), TensorRT FP16."""
-    available = {candidate for candidate, reason in availability() if reason is None}
-    specs = ["torch:cpu", "onnxruntime:cpu"]
-    if "onnxruntime-gpu" in available:
-        specs.append("onnxruntime:cuda")
-    if "tensorrt" in available:
-        specs.append("tensorrt:fp16")
-    return specs
+    """Every backend spec that can run here: torch and ONNX Runtime on the CPU, then the GPU's."""
+    return ["torch:cpu", "onnxruntime:cpu", *gpu_backends()]
 
 
 def parse_spec(spec: str) -> Tuple[str, Dict[str, str]]:
-    """``"tensorrt:fp16"`` -> ("tensorrt", {"precision": "fp16"})."""
-    name, _, option = spec.partition(":")
-    if name not in SPEC_OPTION:
+    """``"torch:cuda:fp16"`` -> ("torch", {"device": "cuda", "precision": "fp16"})."""
+    name, *values = spec.split(":")
+    if name not in SPEC_OPTIONS:
         raise ValueError(f"unknown backend {name!r} in {spec!r}; "
-                         f"choose from {sorted(SPEC_OPTION)}")
-    return name, ({SPEC_OPTION[name]: option} if option else {})
+                         f"choose from {sorted(SPEC_OPTIONS)}")
+    names = SPEC_OPTIONS[name]
+    if len(values) > len(names):
+        raise ValueError(f"backend spec {spec!r} has {len(values)} options, but {name} takes at "
+                         f"most {len(names)}: {':'.join((name, *names))}")
+    return name, {option: value for option, value in zip(names, values) if value}
 
 
 def latency_stats(seconds: Sequence[float]) -> Dict[str, float]:
@@ -122,7 +131,6 @@ def gpu_used_mb() -> Optional[float]:
 
 def describe_machine() -> Dict[str, Any]:
     """CPU, memory, load, GPUs and library versions, for reading the numbers later."""
-    import onnxruntime
     import torch
 
     machine: Dict[str, Any] = {
@@ -130,9 +138,13 @@ def describe_machine() -> Dict[str, Any]:
         "cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__,
-        "onnxruntime_providers": onnxruntime.get_available_providers(),
     }
+    try:
+        import onnxruntime
+        machine["onnxruntime"] = onnxruntime.__version__
+        machine["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        machine["onnxruntime"], machine["onnxruntime_providers"] = None, []
     try:
         machine["available_cpus"] = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -267,7 +279,7 @@ def markdown(report: Dict[str, Any]) -> str:
         "## Benchmark", "",
         f"Machine: {m['cpu']}, {m.get('available_cpus', m['logical_cpus'])} cores available, "
         f"{m.get('memory_gb', '?')} GB RAM, GPU: {gpus}; load average at start {load}; torch "
-        f"{m['torch']}, onnxruntime {m['onnxruntime']}, tensorrt "
+        f"{m['torch']}, onnxruntime {m['onnxruntime'] or 'not installed'}, tensorrt "
         f"{m['tensorrt'] or 'not installed'}.",
         f"Settings: {s['warmup']} warm-up + {s['iters']} timed iterations, CPU threads: "
         f"{s['threads']}, camera frames {s['frame_size'][0]}x{s['frame_size'][1]}, batch 1.", "",
@@ -302,8 +314,11 @@ def _parser():
                             "figure, the machine, the settings) and PATH.md (the table).")
     add_model(parser, "model checkpoint (.pt)")
     parser.add_argument("--backends",
-                        help="comma-separated specs, e.g. torch:cpu,onnxruntime:cpu,tensorrt:fp16 "
-                             "(default: every backend available here)")
+                        help="comma-separated specs NAME[:OPTION...]: torch:DEVICE[:PRECISION], "
+                             "onnxruntime:DEVICE, tensorrt:PRECISION, e.g. torch:cpu,"
+                             "torch:cuda:fp16,onnxruntime:cpu,tensorrt:fp16 (default: every "
+                             "backend available here; on a GPU also torch:cuda:fp16, "
+                             "onnxruntime:cuda, tensorrt:fp16)")
     parser.add_argument("--sizes", default="360x480,720x1280",
                         help="comma-separated network input sizes "
                              "HEIGHTxWIDTH (default 360x480,720x1280)")

@@ -17,6 +17,8 @@ from dense_ood_ros.models import build_model
 
 CHECKPOINT_FORMAT = "dense_ood_ros/model/v1"
 _REQUIRED_KEYS = ("format", "model", "num_classes", "class_names", "input_size", "state_dict")
+#: The first bytes of the zip archive ``torch.save`` writes.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(RuntimeError):
@@ -47,6 +49,14 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with path.open("rb") as file:
+            start = file.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if start != _ZIP_MAGIC:  # torch.load would fail with e.g. "IndexError: pop from empty list"
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
+                              f"(torch.save writes a zip archive; the file starts {start!r})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files

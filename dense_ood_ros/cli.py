@@ -1,7 +1,7 @@
 """One command-line dialect for every ``dense-ood-*`` and ``training.*`` command.
 
 The same option means the same thing everywhere: ``--model`` (a model file), ``--out``
-(where results go), sizes as ``HEIGHTxWIDTH``, ``--backend``, ``--precision``,
+(where results go), sizes as ``HEIGHTxWIDTH``, ``--backend``, ``--device``, ``--precision``,
 ``--threads``, ``--cache-dir``, ``--scores`` (comma-separated) or ``--score`` (one).
 Each command's ``--help`` ends with what it writes (:func:`command_parser`'s ``writes``).
 """
@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.backends.tensorrt_backend import PRECISIONS
+from dense_ood_ros.backends.torch_backend import PRECISIONS as TORCH_PRECISIONS
 from dense_ood_ros.scores import SCORES
 
 #: Smallest accepted network input side (the encoder's output stride is 32).
@@ -88,14 +89,19 @@ def add_score(parser: argparse.ArgumentParser, default: str = "jsd") -> None:
 
 
 def add_backend(parser: argparse.ArgumentParser, default: str = "torch") -> None:
-    """``--backend``, ``--precision``, ``--threads``, ``--cache-dir``.
+    """``--backend``, ``--device``, ``--precision``, ``--threads``, ``--cache-dir``.
 
     Which backend runs the model, and how.
     """
     parser.add_argument("--backend", default=default, choices=BACKEND_NAMES,
                         help=f"inference backend (default {default})")
+    parser.add_argument("--device",
+                        help="torch device (cpu, cuda, cuda:1; default cpu) or onnxruntime "
+                             "device (auto, cpu, cuda; default auto)")
     parser.add_argument("--precision", choices=PRECISIONS,
-                        help="tensorrt precision (default fp16; the other backends run fp32)")
+                        help="tensorrt precision (default fp16); torch "
+                             f"{'/'.join(TORCH_PRECISIONS)} (default fp32, fp16 on cuda only); "
+                             "onnxruntime runs fp32")
     add_threads(parser)
     add_cache_dir(parser)
 
@@ -118,4 +124,5 @@ def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
 
     They are the values of :func:`add_backend`'s options.
     """
-    return {"precision": args.precision, "threads": args.threads, "cache_dir": args.cache_dir}
+    return {"device": args.device, "precision": args.precision, "threads": args.threads,
+            "cache_dir": args.cache_dir}

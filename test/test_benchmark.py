@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, latency_stats, main,
-                                     parse_spec, ratios)
+from dense_ood_ros import benchmark
+from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, default_backends,
+                                     latency_stats, main, parse_spec, ratios)
 
 
 def test_latency_stats():
@@ -25,8 +26,29 @@ def test_parse_spec():
     assert parse_spec("tensorrt:int8") == ("tensorrt", {"precision": "int8"})
     assert parse_spec("onnxruntime:cpu") == ("onnxruntime", {"device": "cpu"})
     assert parse_spec("torch") == ("torch", {})
+    assert parse_spec("torch:cuda:fp16") == ("torch", {"device": "cuda", "precision": "fp16"})
     with pytest.raises(ValueError, match="unknown backend 'openvino'"):
         parse_spec("openvino:cpu")
+    with pytest.raises(ValueError, match="'tensorrt:fp16:cuda' has 2 options, but tensorrt takes "
+                                         "at most 1: tensorrt:precision"):
+        parse_spec("tensorrt:fp16:cuda")
+
+
+def test_default_backends_add_every_gpu_backend_available(monkeypatch):
+    def availability(*gpu_candidates):
+        """Make auto's candidates: the CPU ones and ``gpu_candidates`` available."""
+        gpu = [(c, None if c in gpu_candidates else "not here")
+               for c in ("tensorrt", "onnxruntime-gpu", "torch-cuda")]
+        return lambda: gpu + [("onnxruntime-cpu", None), ("torch", None)]
+
+    monkeypatch.setattr(benchmark, "availability", availability())
+    assert default_backends() == ["torch:cpu", "onnxruntime:cpu"]
+    monkeypatch.setattr(benchmark, "availability", availability("torch-cuda"))
+    assert default_backends() == ["torch:cpu", "onnxruntime:cpu", "torch:cuda:fp16"]
+    monkeypatch.setattr(benchmark, "availability",
+                        availability("torch-cuda", "tensorrt", "onnxruntime-gpu"))
+    assert default_backends() == ["torch:cpu", "onnxruntime:cpu", "onnxruntime:cuda",
+                                  "torch:cuda:fp16", "tensorrt:fp16"]
 
 
 def test_ratios_compare_with_torch_and_labels_only():

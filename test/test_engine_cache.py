@@ -4,21 +4,25 @@ And INT8 calibration batches from real CamVid frames. None of it needs TensorRT 
 """
 
 import logging
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from dense_ood_ros import cache
 from dense_ood_ros.backends import tensorrt_backend
 from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationSettings,
-                                                calibration_images)
+                                                calibration_images, make_calibrator)
 from dense_ood_ros.backends.tensorrt_backend import engine_key
 from dense_ood_ros.cache import read_record, record_path, stale_reason
+from dense_ood_ros.io import file_sha256, read_rgb
 from dense_ood_ros.onnx_graph import ModelFileError
-from dense_ood_ros.io import read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
+DEMO_FRAMES = Path(__file__).resolve().parents[1] / "demo"
 KEY = dict(onnx_sha256="ab" * 32, precision="fp16", input_shape=(1, 360, 480, 3),
            gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", tensorrt_version="10.3.0")
 
@@ -97,9 +101,10 @@ def test_ensure_builds_once_and_a_failed_build_leaves_nothing_behind(tmp_path):
 # --------------------------------------------------------------------- TensorRT cache logic, faked
 
 class _FakeCalibrator:
-    def __init__(self, batches, method, cache_path, status=None):
+    def __init__(self, batches, method, cache_path, status=None, device_index=0):
         self.batches, self.method, self.cache_path = batches, method, cache_path
         self.shapes = [batch.shape for batch in batches]
+        self.device_index = device_index
 
 
 @pytest.fixture
@@ -175,13 +180,14 @@ def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(
         tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
     settings = CalibrationSettings(camvid_dir / "train", count=3, method="minmax")
     engine = tensorrt_backend.ensure_engine(small_onnx, precision="int8", calibration=settings,
-                                            cache_dir=tmp_path)
+                                            cache_dir=tmp_path, device_index=1)
     (build,) = fake_trt.builds
     assert (build.calibrator.method == "minmax"
             and build.calibrator.shapes == [(1, 128, 160, 3)] * 3)
-    assert (build.calibrator.cache_path.name.startswith(engine.name)
-            and build.calibrator.cache_path.suffix == ".calib")
-    assert "calibration_id" in read_record(engine)["key"]
+    assert build.calibrator.device_index == 1  # its buffer goes to the engine's GPU
+    calibration_id = read_record(engine)["key"]["calibration_id"]
+    assert build.calibrator.cache_path == tensorrt_backend.calibration_cache_path(
+        engine, file_sha256(small_onnx), calibration_id)
 
     assert tensorrt_backend.ensure_engine(small_onnx, precision="int8",
                                           cache_dir=tmp_path) == engine
@@ -191,6 +197,29 @@ def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(
     fake_trt.version = "10.4.0"  # stale: rebuilt with the calibration data its record names
     tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
     assert len(fake_trt.builds) == 2 and fake_trt.builds[1].calibrator.method == "minmax"
+
+
+def test_calibration_table_of_a_retrained_model_is_not_reused(fake_trt, small_onnx, tmp_path):
+    """An explicit --engine path keeps its name; the table's name follows the ONNX file."""
+    import onnx
+
+    settings = CalibrationSettings(DEMO_FRAMES, count=2)
+    engine = tmp_path / "vehicle.int8.engine"
+    retrained = tmp_path / "model.onnx"
+    tables = []
+    for doc in ("first training", "retrained"):
+        model = onnx.load(str(small_onnx))
+        model.doc_string = doc
+        onnx.save(model, str(retrained))
+        tensorrt_backend.ensure_engine(retrained, engine, "int8", calibration=settings)
+        table = fake_trt.builds[-1].calibrator.cache_path
+        assert table.parent == tmp_path and table.name.startswith(engine.name)
+        assert file_sha256(retrained)[:12] in table.name and table.suffix == ".calib"
+        tables.append(table)
+    assert len(fake_trt.builds) == 2 and tables[0] != tables[1]
+    other_data = [tensorrt_backend.calibration_cache_path(engine, "ab" * 32, data_id)
+                  for data_id in ("cd" * 32, "ef" * 32)]
+    assert other_data[0] != other_data[1]
 
 
 def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_trt, small_onnx,
@@ -211,6 +240,106 @@ def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_tr
     record_path(engine).unlink()
     with pytest.raises(ModelFileError, match="no usable record"):
         tensorrt_backend.check_engine_file(engine)
+
+
+# --------------------------------------------------------------------- builder settings, faked
+
+def _fake_tensorrt(builds):
+    """Fake the part of the TensorRT 10 Python API that the builder and calibrator use.
+
+    A builder config starts with TF32 on, as TensorRT's does; each build appends its config
+    to ``builds``.
+    """
+    class Config:
+        def __init__(self):
+            self.flags = {"TF32"}
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+        def clear_flag(self, flag):
+            self.flags.discard(flag)
+
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def add_optimization_profile(self, profile):
+            pass
+
+        def set_calibration_profile(self, profile):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return SimpleNamespace(set_shape=lambda name, low, optimum, high: None)
+
+        def build_serialized_network(self, network, config):
+            builds.append(config)
+            return b"engine"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    class ProgressMonitor:
+        def __init__(self):
+            pass
+
+    class Calibrator:
+        def __init__(self):
+            pass
+
+    class Logger:
+        WARNING = "warning"
+
+        def __init__(self, severity):
+            pass
+
+    return SimpleNamespace(
+        __version__="10.3.0", Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
+        IProgressMonitor=ProgressMonitor, IInt8EntropyCalibrator2=Calibrator,
+        IInt8MinMaxCalibrator=Calibrator, MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"))
+
+
+@pytest.mark.parametrize("precision, flags", [("fp32", set()), ("fp16", {"TF32", "FP16"}),
+                                              ("int8", {"TF32", "FP16", "INT8"})])
+def test_fp32_engines_are_built_without_tf32(small_onnx, precision, flags):
+    builds = []
+    calibrator = SimpleNamespace(get_batch_size=lambda: 1)
+    tensorrt_backend._build_engine(_fake_tensorrt(builds), small_onnx, precision, (128, 160),
+                                   calibrator, 1.0, lambda message: None)
+    (config,) = builds
+    assert config.flags == flags
+
+
+def test_calibrator_buffer_is_allocated_on_the_engines_gpu(monkeypatch, tmp_path):
+    allocated, real_empty = [], torch.empty
+
+    def empty(*shape, dtype=None, device=None):
+        allocated.append(device)
+        return real_empty(*shape, dtype=dtype)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt([]))
+    monkeypatch.setattr(torch, "empty", empty)
+    batches = CalibrationBatches([tmp_path / "frame.png"], (32, 48))
+    calibrator = make_calibrator(batches, "minmax", tmp_path / "table.calib", device_index=1)
+    assert allocated == [torch.device("cuda", 1)]
+    assert calibrator.get_batch_size() == 1
 
 
 # --------------------------------------------------------------------- calibration batches

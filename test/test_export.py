@@ -33,6 +33,12 @@ def _dims(value_info):
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
+def _assert_uint8_input_feeds_one_cast(model):
+    """Check the uint8 input's one consumer is a Cast: TensorRT accepts no other."""
+    consumers = [node.op_type for node in model.graph.node if "images" in node.input]
+    assert consumers == ["Cast"], consumers
+
+
 def _ort_session(path):
     import onnxruntime as ort
 
@@ -58,6 +64,7 @@ def test_fixed_size_export_is_checked_and_self_describing(small_onnx, checkpoint
     assert [o.name for o in outputs] == ["labels", "scores"]
     assert [_elem_type(o) for o in outputs] == [onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT]
     assert {op.domain: op.version for op in model.opset_import}[""] == DEFAULT_OPSET
+    _assert_uint8_input_feeds_one_cast(model)
     # exported as reductions: faster
     assert "LogSoftmax" not in {node.op_type for node in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
@@ -76,6 +83,7 @@ def test_dynamic_export_matches_torch_at_two_sizes(checkpoint, tmp_path, camvid_
     assert info.input_size == (360, 480)  # the checkpoint's, recorded as the default
     model = onnx.load(str(path))
     assert _dims(model.graph.input[0]) == ["batch", "height", "width", 3]
+    _assert_uint8_input_feeds_one_cast(model)
     session = _ort_session(path)
     segmenter, _ = load_model(checkpoint)
     graph = InferenceGraph(segmenter, ("jsd", "msp")).eval()
@@ -93,7 +101,9 @@ def test_labels_only_export_has_only_the_labels_output(checkpoint, tmp_path):
     path = tmp_path / "labels.onnx"
     info = export_onnx(checkpoint, path, score_names=(), input_size=(64, 96))
     assert info.score_names == ()
-    assert [o.name for o in onnx.load(str(path)).graph.output] == ["labels"]
+    model = onnx.load(str(path))
+    assert [o.name for o in model.graph.output] == ["labels"]
+    _assert_uint8_input_feeds_one_cast(model)
     (labels,) = _ort_session(path).run(None, {"images": np.zeros((2, 64, 96, 3), np.uint8)})
     assert labels.shape == (2, 64, 96) and labels.dtype == np.uint8
 

@@ -1,14 +1,23 @@
 """sensor_msgs Image / CompressedImage <-> numpy conversions."""
 
+import os
+import re
+import struct
 import subprocess
 import sys
+import time
+import tracemalloc
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
+import hostile_images
 import numpy as np
 import pytest
 
-from dense_ood_ros.ros.conversions import (compressed_to_rgb, image_to_numpy, message_to_rgb,
+from dense_ood_ros.ros.conversions import (DEFAULT_MAX_INPUT_PIXELS, compressed_to_rgb,
+                                           image_header, image_to_numpy, message_to_rgb,
                                            numpy_to_compressed, numpy_to_image)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "dense_ood_ros"
@@ -17,6 +26,8 @@ RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
 MONO = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
 FLOAT = RNG.standard_normal((5, 7)).astype(np.float32)
 ARRAYS = {"rgb8": RGB, "bgr8": RGB, "mono8": MONO, "32FC1": FLOAT}
+RGB_SMOOTH = hostile_images.smooth_rgb(48, 64)
+RGB_SMOOTH_LARGE = hostile_images.smooth_rgb(240, 320)
 
 
 def raw_message(pixels_on_wire: np.ndarray, encoding: str, padding: int = 0,
@@ -76,7 +87,8 @@ def test_big_endian_float_is_returned_in_native_order():
 def test_message_to_rgb_replicates_mono8_and_rejects_float_images():
     np.testing.assert_array_equal(message_to_rgb(raw_message(MONO, "mono8")),
                                   np.repeat(MONO[..., None], 3, 2))
-    with pytest.raises(ValueError, match="'32FC1' is not a camera image"):
+    with pytest.raises(ValueError, match=r"unsupported camera image encoding '32FC1'; "
+                                         r"supported: rgb8, bgr8, mono8$"):
         message_to_rgb(raw_message(FLOAT, "32FC1"))
 
 
@@ -85,6 +97,10 @@ def test_unsupported_encoding_is_named():
     with pytest.raises(ValueError, match=r"unsupported image encoding 'yuv422'; supported: "
                                          r"rgb8, bgr8, mono8, 32FC1"):
         image_to_numpy(msg)
+    # camera input lists only the camera encodings (32FC1 is an output encoding)
+    with pytest.raises(ValueError, match=r"unsupported camera image encoding 'yuv422'; "
+                                         r"supported: rgb8, bgr8, mono8$"):
+        message_to_rgb(msg)
 
 
 def test_inconsistent_step_and_size_are_reported():
@@ -131,8 +147,8 @@ def test_compressed_png_round_trip_is_exact_and_jpeg_is_close():
 def test_compressed_errors_name_the_format():
     with pytest.raises(ValueError, match="unsupported compressed image format 'tiff'"):
         compressed_to_rgb(SimpleNamespace(format="tiff", data=b"\x00" * 10))
-    with pytest.raises(ValueError, match=r"cannot decode 'rgb8; jpeg compressed bgr8' "
-                                         r"compressed image \(10 bytes\)"):
+    with pytest.raises(ValueError, match=r"unknown compressed image data \(starts with "
+                                         r"b'\\x00.*supported: JPEG .*, PNG"):
         compressed_to_rgb(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=b"\x00" * 10))
 
 
@@ -168,3 +184,136 @@ def test_rclpy_is_imported_only_under_dense_ood_ros_ros():
                  and any(line.strip().startswith(("import rclpy", "from rclpy"))
                          for line in path.read_text().splitlines())]
     assert offenders == []
+
+
+# --- hostile input (issue 17): every bad message is a ValueError, cheap, and silent ---
+
+@pytest.fixture
+def peak_memory():
+    """Measure the peak of Python/numpy allocations (tracemalloc) of the code in the block."""
+    tracemalloc.start()
+    try:
+        yield lambda: tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "png"])
+def test_empty_compressed_data_is_a_value_error(image_format):
+    with pytest.raises(ValueError, match=f"'{image_format}' compressed image has no data"):
+        message_to_rgb(SimpleNamespace(format=image_format, data=b""))
+
+
+@pytest.mark.parametrize("name, fields", list(hostile_images.empty_raw_images().items()))
+def test_raw_image_without_pixels_is_a_value_error(name, fields):
+    height, width, encoding, step = fields
+    msg = SimpleNamespace(height=height, width=width, encoding=encoding, step=step,
+                          is_bigendian=0, data=b"")
+    with pytest.raises(ValueError, match=f"{encoding} image is empty "
+                                         f"\\(height {height}, width {width}\\)"):
+        message_to_rgb(msg)
+
+
+@pytest.mark.parametrize("image_format, data, claimed", [
+    ("png", hostile_images.png_claiming(40000, 40000), "40000x40000"),
+    ("jpeg", hostile_images.jpeg_claiming(hostile_images.jpeg_bytes(RGB_SMOOTH), 65000, 65000),
+     "65000x65000"),
+    ("png", hostile_images.png_claiming(10000, 10000), "10000x10000"),
+    ("jpeg", hostile_images.jpeg_claiming(hostile_images.jpeg_bytes(RGB_SMOOTH), 20000, 20000),
+     "20000x20000"),
+])
+def test_decompression_bombs_are_rejected_from_the_header_before_decoding(
+        image_format, data, claimed, peak_memory):
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"{image_format.upper()} image of {claimed} = [0-9]+ "
+                                         f"pixels is over the limit of {DEFAULT_MAX_INPUT_PIXELS} "
+                                         r"pixels \(max_input_pixels\)"):
+        message_to_rgb(SimpleNamespace(format=image_format, data=data))
+    assert time.perf_counter() - started < 0.5
+    assert peak_memory() < 1 << 20  # nothing in proportion to the claimed size
+
+
+def test_the_pixel_budget_applies_to_raw_images_and_is_a_parameter():
+    msg = raw_message(RGB, "rgb8")  # 5 x 7 = 35 pixels
+    assert message_to_rgb(msg, max_pixels=35).shape == (5, 7, 3)
+    with pytest.raises(ValueError, match=r"rgb8 image of 5x7 = 35 pixels is over the limit of 34"):
+        message_to_rgb(msg, max_pixels=34)
+    # a claimed size is checked before the data: 2**32-1 squared with no data at all
+    huge = SimpleNamespace(height=2**32 - 1, width=2**32 - 1, encoding="bgr8", step=2**32 - 1,
+                           is_bigendian=0, data=b"")
+    with pytest.raises(ValueError, match="is over the limit"):
+        message_to_rgb(huge)
+    png = hostile_images.png_bytes(RGB_SMOOTH)  # 48 x 64
+    assert message_to_rgb(SimpleNamespace(format="png", data=png), 48 * 64).shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="PNG image of 48x64 = 3072 pixels is over"):
+        message_to_rgb(SimpleNamespace(format="png", data=png), 48 * 64 - 1)
+
+
+def test_the_header_gives_kind_and_size_without_decoding():
+    assert image_header(hostile_images.png_bytes(RGB_SMOOTH)) == ("png", 48, 64)
+    assert image_header(hostile_images.jpeg_bytes(RGB_SMOOTH)) == ("jpeg", 48, 64)
+    assert image_header(hostile_images.png_claiming(40000, 30000)) == ("png", 40000, 30000)
+    with pytest.raises(ValueError, match="unknown compressed image data"):
+        image_header(b"GIF89a" + bytes(100))
+
+
+@pytest.mark.parametrize("name", hostile_images.CORRUPT_JPEG_KINDS)
+def test_corrupt_jpeg_is_a_value_error_and_libjpeg_prints_nothing(name, capfd):
+    data = hostile_images.corrupt_jpegs(hostile_images.jpeg_bytes(RGB_SMOOTH_LARGE))[name]
+    with pytest.raises(ValueError, match="truncated JPEG|JPEG decoder: Corrupt JPEG data"):
+        message_to_rgb(SimpleNamespace(format="jpeg", data=data))
+    captured = capfd.readouterr()
+    assert (captured.out, captured.err) == ("", "")
+
+
+def test_corrupt_png_is_a_value_error_and_libpng_prints_nothing(capfd):
+    png = hostile_images.png_bytes(RGB_SMOOTH_LARGE)
+    flipped = bytearray(png)
+    flipped[len(png) // 2] ^= 0xFF
+    ihdr = struct.pack(">IIBBBBB", 64, 48, 8, 2, 0, 0, 0)
+    extra_data = (hostile_images.PNG_SIGNATURE + hostile_images.png_chunk(b"IHDR", ihdr)
+                  + hostile_images.png_chunk(b"IDAT", zlib.compress(bytes(49 * 193)))
+                  + hostile_images.png_chunk(b"IEND", b""))  # one row too many, valid CRCs
+    for data, problem in [(png[:len(png) // 2], "truncated PNG"),
+                          (bytes(flipped), "corrupt PNG: CRC mismatch in chunk b'IDAT'"),
+                          (extra_data, "PNG decoder: libpng warning: IDAT: Too much image data")]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            message_to_rgb(SimpleNamespace(format="png", data=data))
+    captured = capfd.readouterr()
+    assert (captured.out, captured.err) == ("", "")
+
+
+def test_log_lines_of_other_threads_are_not_taken_for_codec_messages(capfd):
+    jpeg = hostile_images.jpeg_bytes(RGB_SMOOTH)
+    line = "[INFO] [1.5] [detector]: logged while a frame was decoded\n"
+    real_imdecode = cv2.imdecode
+
+    def imdecode_while_another_thread_logs(*args):
+        os.write(2, line.encode())
+        return real_imdecode(*args)
+
+    try:
+        cv2.imdecode = imdecode_while_another_thread_logs
+        assert message_to_rgb(SimpleNamespace(format="jpeg", data=jpeg)).shape == (48, 64, 3)
+    finally:
+        cv2.imdecode = real_imdecode
+    assert capfd.readouterr().err == line
+
+
+def test_padded_and_progressive_jpegs_and_interlaced_pngs_still_decode():
+    jpeg = hostile_images.jpeg_bytes(RGB_SMOOTH)
+    padded = SimpleNamespace(format="jpeg", data=jpeg + bytes(16))
+    assert message_to_rgb(padded).shape == (48, 64, 3)
+    progressive = cv2.imencode(".jpg", RGB_SMOOTH, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1]
+    assert message_to_rgb(SimpleNamespace(format="jpeg", data=progressive)).shape == (48, 64, 3)
+    # Adam7-interlaced PNG, written by hand (OpenCV writes none)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+              (0, 1, 1, 2)]
+    raw = b"".join(b"\x00" + row.tobytes() for x0, y0, dx, dy in passes
+                   for row in RGB_SMOOTH[y0::dy, x0::dx] if row.size)
+    ihdr = struct.pack(">IIBBBBB", 64, 48, 8, 2, 0, 0, 1)  # interlace method 1
+    interlaced = (hostile_images.PNG_SIGNATURE + hostile_images.png_chunk(b"IHDR", ihdr)
+                  + hostile_images.png_chunk(b"IDAT", zlib.compress(raw))
+                  + hostile_images.png_chunk(b"IEND", b""))
+    np.testing.assert_array_equal(message_to_rgb(SimpleNamespace(format="png", data=interlaced)),
+                                  RGB_SMOOTH)

@@ -90,10 +90,11 @@ class CalibrationBatches:
 
 
 def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[str, Path],
-                    status: Optional[Callable[[str], None]] = None):
-    """Make a TensorRT INT8 calibrator that feeds ``batches`` from a CUDA buffer.
+                    status: Optional[Callable[[str], None]] = None, device_index: int = 0):
+    """Make a TensorRT INT8 calibrator that feeds ``batches`` from a buffer on a CUDA device.
 
     ``method``: ``entropy`` (IInt8EntropyCalibrator2) or ``minmax`` (IInt8MinMaxCalibrator).
+    The buffer is allocated on CUDA device ``device_index``, the one the engine is built on.
     It caches its table in ``cache_path`` (reused when present, so a rebuild on another GPU
     skips calibration). Progress goes to ``status`` (default: this module's logger).
     """
@@ -110,7 +111,8 @@ def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[
         def __init__(self):
             bases[method].__init__(self)
             self.batches = iter(batches)
-            self.device_buffer = torch.empty(batches.shape, dtype=torch.uint8, device="cuda")
+            self.device_buffer = torch.empty(batches.shape, dtype=torch.uint8,
+                                             device=torch.device("cuda", device_index))
             self.done = 0
 
         def get_batch_size(self) -> int:
@@ -121,7 +123,7 @@ def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[
             if batch is None:
                 return None
             self.device_buffer.copy_(torch.from_numpy(batch))
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device_buffer.device)
             self.done += 1
             if self.done % 32 == 0 or self.done == len(batches):
                 report(f"INT8 calibration ({method}): batch {self.done}/{len(batches)}")

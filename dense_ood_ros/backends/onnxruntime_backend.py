@@ -4,17 +4,24 @@ Execution providers, best first, among those the installed onnxruntime offers:
 ``device="auto"``: TensorRT EP, CUDA EP, CPU; ``"cuda"``: TensorRT EP, CUDA EP (an error
 when neither loads); ``"cpu"``: CPU only. The CPU session uses all graph optimisations
 (``ORT_ENABLE_ALL``), sequential execution and one intra-op thread per available core.
+The TensorRT EP caches its engines in a folder of their own per ONNX file checksum (its own
+cache key does not cover the weights).
+
+The GPU providers come with the ``onnxruntime-gpu`` package, which installs the same module
+(``onnxruntime``) as the CPU package: the two must not be installed side by side.
 """
 
+import importlib.util
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from dense_ood_ros import cache
 from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
 from dense_ood_ros.host import available_cpu_count
+from dense_ood_ros.io import file_sha256
 from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
                                       onnx_for_model, read_onnx_info)
 
@@ -22,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 DEVICES = ("auto", "cpu", "cuda")
+#: How to get the GPU providers (README, "Acceleration", says the same).
+GPU_BUILD_HINT = ("for the GPU build: pip uninstall onnxruntime onnxruntime-gpu, then pip "
+                  "install onnxruntime-gpu (both packages install the module onnxruntime, so "
+                  "only one may be installed)")
 
 
 def select_providers(device: str, available: Sequence[str]) -> List[str]:
@@ -33,8 +44,25 @@ def select_providers(device: str, available: Sequence[str]) -> List[str]:
         return ["CPUExecutionProvider"]
     if device == "cuda" and not gpu:
         raise RuntimeError(f"onnxruntime device 'cuda' needs one of {list(GPU_PROVIDERS)}; this "
-                           f"onnxruntime offers {list(available)} (install onnxruntime-gpu)")
+                           f"onnxruntime offers {list(available)} ({GPU_BUILD_HINT})")
     return gpu + ["CPUExecutionProvider"]
+
+
+def provider_options(provider: str, onnx_path: Union[str, Path],
+                     cache_dir: Union[str, Path, None] = None) -> Dict[str, str]:
+    """Options of one execution provider for a session on ``onnx_path``.
+
+    The TensorRT EP gets an engine cache folder named after the ONNX file's checksum (its own
+    engine key hashes names and versions, not the weights, so a re-exported file under the same
+    name would run the old engine), created here with its parents (the EP creates it without
+    them and, failing, falls back to CUDA/CPU silently).
+    """
+    if provider != "TensorrtExecutionProvider":
+        return {}
+    folder = (Path(cache_dir or cache.default_cache_dir()) / "ort-tensorrt"
+              / file_sha256(onnx_path)[:16])
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(folder)}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -52,9 +80,11 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime
         except ImportError:
             return "onnxruntime is not installed"
+        if importlib.util.find_spec("onnx") is None:
+            return "the onnx package is not installed (it reads and exports the ONNX graph)"
         available = onnxruntime.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            return f"onnxruntime offers no CUDA provider (it has {available})"
+            return f"onnxruntime offers no CUDA provider (it has {available}; {GPU_BUILD_HINT})"
         return None
 
     @classmethod
@@ -85,10 +115,10 @@ class OnnxRuntimeBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; provider fallbacks are reported below
         providers = select_providers(device, ort.get_available_providers())
-        provider_options = [self._provider_options(p, cache_dir) for p in providers]
+        options_per_provider = [provider_options(p, onnx_path, cache_dir) for p in providers]
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers,
-                                                provider_options=provider_options)
+                                                provider_options=options_per_provider)
         # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
         except Exception as exc:
             raise ModelFileError(f"onnxruntime cannot load {onnx_path}: "
@@ -104,13 +134,6 @@ class OnnxRuntimeBackend(Backend):
         if self._outputs not in ([LABELS_NAME, SCORES_NAME], [LABELS_NAME]):
             raise ModelFileError(f"ONNX file {onnx_path} has outputs {self._outputs}; "
                                  f"expected {[LABELS_NAME, SCORES_NAME]} or {[LABELS_NAME]}")
-
-    @staticmethod
-    def _provider_options(provider: str, cache_dir) -> dict:
-        if provider == "TensorrtExecutionProvider":
-            folder = Path(cache_dir or cache.default_cache_dir()) / "ort-tensorrt"
-            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(folder)}
-        return {}
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         outputs = self.session.run(self._outputs, {INPUT_NAME: images})

@@ -1,7 +1,7 @@
 """The backend registry: every backend class by name, ``make_backend`` and ``auto`` as lookups.
 
 ``auto`` tries the candidates of :data:`AUTO_ORDER` in turn (TensorRT > ONNX Runtime GPU >
-ONNX Runtime CPU > torch): a candidate whose backend cannot run here (its
+torch CUDA fp16 > ONNX Runtime CPU > torch CPU): a candidate whose backend cannot run here (its
 ``unavailable_reason``), cannot run the model file (its ``suffixes``) or fails to start is
 skipped with the reason logged, and the next one is tried.
 """
@@ -47,8 +47,9 @@ class Candidate:
 AUTO_ORDER: Tuple[Candidate, ...] = (
     Candidate("tensorrt", "tensorrt"),
     Candidate("onnxruntime-gpu", "onnxruntime", {"device": "cuda"}),
+    Candidate("torch-cuda", "torch", {"device": "cuda", "precision": "fp16"}),
     Candidate("onnxruntime-cpu", "onnxruntime", {"device": "cpu"}),
-    Candidate("torch", "torch", {"device": "cpu"}),
+    Candidate("torch", "torch", {"device": "cpu", "precision": "fp32"}),
 )
 
 
@@ -66,8 +67,9 @@ def make_backend(name: str, model_path: Union[str, Path], score_names: Sequence[
     """Build the backend ``name`` (or ``auto``'s choice) for a model file.
 
     ``options`` are the backend's own (see each class's ``options``; None = its default):
-    torch ``device``; onnxruntime ``device``, ``threads``; tensorrt ``precision``,
-    ``calibration``. ``auto`` hands each candidate the options it declares and accepts.
+    torch ``device``, ``threads``, ``precision`` (fp32; fp16 on CUDA); onnxruntime ``device``,
+    ``threads``; tensorrt ``precision``, ``calibration``. ``auto`` hands each candidate the
+    options it declares and accepts.
     ``labels_only``: segmentation without scores (benchmarking what the scores cost).
     ``cache_dir``: ONNX exports and engines (default ``$DENSE_OOD_CACHE`` or
     ~/.cache/dense_ood_ros).

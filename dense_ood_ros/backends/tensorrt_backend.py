@@ -67,6 +67,18 @@ def cached_engine_path(cache_dir: Union[str, Path], onnx_path: Union[str, Path],
     return Path(cache_dir) / "engines" / name
 
 
+def calibration_cache_path(engine_path: Union[str, Path], onnx_sha256: str,
+                           calibration_id: str) -> Path:
+    """Where an INT8 engine's calibration table is kept, beside the engine.
+
+    The name carries the ONNX checksum and the calibration data id, so a retrained model or
+    other frames never reuse an old table (TensorRT leaves that check to the application).
+    """
+    engine_path = Path(engine_path)
+    return engine_path.with_name(f"{engine_path.name}.onnx-{onnx_sha256[:12]}"
+                                 f".data-{calibration_id[:12]}.calib")
+
+
 def import_tensorrt():
     """Import ``tensorrt``, or raise an ImportError saying what the backend needs."""
     try:
@@ -162,6 +174,9 @@ def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_g
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, shape, shape, shape)
     config.add_optimization_profile(profile)
+    if precision == "fp32":
+        # TF32 is on by default and would run FLOAT layers with 10-bit mantissas (Ampere+)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision in ("fp16", "int8"):
         # INT8 engines run layers without INT8 kernels in FP16
         config.set_flag(trt.BuilderFlag.FP16)
@@ -215,8 +230,10 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
     def write(tmp: Path) -> None:
         calibrator = None
         if batches is not None:
-            cache = engine_path.with_name(f"{engine_path.name}.{calibration_id[:12]}.calib")
-            calibrator = make_calibrator(batches, calibration.method, cache, status)
+            calibrator = make_calibrator(batches, calibration.method,
+                                         calibration_cache_path(engine_path, onnx_sha,
+                                                                calibration_id),
+                                         status, device_index)
         started = time.monotonic()
         tmp.write_bytes(build_engine(onnx_path, precision, input_size, calibrator, workspace_gb,
                                      status, device_index))

@@ -39,7 +39,7 @@ def detector_command(parameters: Mapping[str, Any],
 
     ``params_file`` comes first, then ``-p name:=value`` overrides.
     """
-    command = [sys.executable, "-m", "dense_ood_ros.ros.node", "--ros-args"]
+    command = [sys.executable, "-m", "dense_ood_ros.ros.detector_main", "--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
     for name, value in parameters.items():

@@ -7,25 +7,74 @@ pixels must change: bgr8 -> RGB, mono8 -> RGB, or byte swapping.
 
 Colour arrays on the Python side are always RGB uint8 HxWx3, whatever the encoding on the
 wire. Only the builders import ``sensor_msgs`` (lazily), so this module imports without rclpy.
+
+Camera input is outside data: :func:`message_to_rgb` turns every malformed message into a
+ValueError that says what is wrong, and never allocates in proportion to a size a message
+merely claims. A compressed image's dimensions are read from its PNG (IHDR) or JPEG (SOF)
+header and checked against a pixel budget before it is decoded; a JPEG must end with its EOI
+marker, a PNG's chunks must be complete with correct CRCs, and whatever the codecs (libjpeg,
+libpng, OpenCV) write to stderr while decoding is captured: a corrupt-data warning makes the
+frame bad instead of being printed once per frame.
 """
 
 import array
+import os
+import re
+import struct
 import sys
-from typing import Any, Dict, Optional, Tuple
+import tempfile
+import threading
+import zlib
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
 
-#: encoding -> (pixel dtype, channels) of the supported raw encodings.
+#: encoding -> (pixel dtype, channels) of the raw encodings read and built here.
 IMAGE_ENCODINGS: Dict[str, Tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
     "bgr8": (np.dtype(np.uint8), 3),
     "mono8": (np.dtype(np.uint8), 1),
     "32FC1": (np.dtype(np.float32), 1),
 }
-#: CompressedImage formats OpenCV decodes (matched as words of the ``format`` field).
+#: Raw encodings accepted as camera input by :func:`message_to_rgb` (32FC1 is an output).
+CAMERA_ENCODINGS = ("rgb8", "bgr8", "mono8")
+#: CompressedImage formats accepted (matched as words of the ``format`` field); the payload's
+#: own signature decides how it is decoded.
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+#: Default pixel budget of one camera frame (height x width, raw or compressed): 4096 x 3072
+#: = 12.6 MP, so 4K UHD (3840 x 2160), DCI 4K (4096 x 2160) and 12 MP (4000 x 3000) sensors
+#: fit. Decoding such a frame takes about 38 MB for the RGB pixels.
+DEFAULT_MAX_INPUT_PIXELS = 4096 * 3072
 _HOST_IS_BIGENDIAN = sys.byteorder == "big"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+#: Bounds on the header walks, so that a message of many empty chunks or segments costs
+#: milliseconds, not seconds (real images have a few to a few thousand).
+_MAX_PNG_CHUNKS = 100_000
+_MAX_JPEG_HEADER_STEPS = 10_000
+#: JPEG start-of-frame markers SOF0..SOF15; 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) are not.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG markers without a length field: TEM and RST0..RST7.
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
+#: A libpng warning about an ancillary chunk (lower-case first letter, e.g. "iCCP: known
+#: incorrect sRGB profile") does not concern the pixels; every other codec message does.
+_BENIGN_CODEC_MESSAGE = re.compile(r"^libpng warning: [a-z][A-Za-z]{3}: ")
+#: Lines another thread logs through rcutils (colourised or not) while a frame is being
+#: decoded: passed on to the real stderr.
+_ROS_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\[(DEBUG|INFO|WARN|ERROR|FATAL)\] \[")
+#: Decode flags: colour, and the pixels as sent (no EXIF rotation, which would swap the
+#: dimensions read from the header).
+_IMDECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class ImageHeader(NamedTuple):
+    """What a compressed image's header declares."""
+
+    kind: str  # "jpeg" or "png"
+    height: int
+    width: int
 
 
 def _pixel_layout(encoding: str) -> Tuple[np.dtype, int]:
@@ -36,14 +85,24 @@ def _pixel_layout(encoding: str) -> Tuple[np.dtype, int]:
                          f"supported: {', '.join(IMAGE_ENCODINGS)}") from None
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
+def _check_budget(what: str, height: int, width: int, max_pixels: Optional[int]) -> None:
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{what} is empty (height {height}, width {width})")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(f"{what} of {height}x{width} = {height * width} pixels is over the "
+                         f"limit of {max_pixels} pixels (max_input_pixels)")
+
+
+def image_to_numpy(msg: Any, max_pixels: Optional[int] = None) -> np.ndarray:
     """Convert an Image message to an HxW (mono8 uint8, 32FC1 float32) or HxWx3 RGB uint8 array.
 
     rgb8, mono8 and native-endian 32FC1 are views of ``msg.data`` (no copy).
-    Raises ValueError naming an unsupported encoding or inconsistent size/step.
+    Raises ValueError naming an unsupported encoding, an empty image, one of more than
+    ``max_pixels`` pixels (None: no limit) or an inconsistent size/step.
     """
     dtype, channels = _pixel_layout(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    _check_budget(f"{msg.encoding} image", height, width, max_pixels)
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(f"{msg.encoding} image step {step} is smaller than one row "
@@ -64,34 +123,212 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     return pixels
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """Decode a CompressedImage (jpeg or png) to an RGB uint8 HxWx3 array."""
+def _png_header(data: memoryview) -> ImageHeader:
+    """Read the IHDR of a PNG and check that its chunks are complete, with correct CRCs."""
+    if len(data) < 33:
+        raise ValueError(f"truncated PNG: {len(data)} bytes, its header alone needs 33")
+    length, chunk_type = struct.unpack_from(">I4s", data, 8)
+    if chunk_type != b"IHDR" or length != 13:
+        raise ValueError("corrupt PNG: it does not start with a 13-byte IHDR chunk")
+    width, height = struct.unpack_from(">II", data, 16)
+    offset, has_image_data = 8, False
+    for _ in range(_MAX_PNG_CHUNKS):
+        if offset + 12 > len(data):
+            raise ValueError(f"truncated PNG: {len(data)} bytes, no IEND chunk")
+        length, chunk_type = struct.unpack_from(">I4s", data, offset)
+        end = offset + 12 + length
+        if end > len(data):
+            raise ValueError(f"truncated PNG: chunk {chunk_type!r} at byte {offset} needs "
+                             f"{12 + length} bytes, {len(data) - offset} left")
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[offset + 4:end - 4]) != crc:
+            raise ValueError(f"corrupt PNG: CRC mismatch in chunk {chunk_type!r} at byte {offset}")
+        if chunk_type == b"IEND":
+            break
+        has_image_data = has_image_data or chunk_type == b"IDAT"
+        offset = end
+    else:
+        raise ValueError(f"corrupt PNG: more than {_MAX_PNG_CHUNKS} chunks")
+    if not has_image_data:
+        raise ValueError("corrupt PNG: no image data (IDAT chunk)")
+    return ImageHeader("png", height, width)
+
+
+def _jpeg_header(data: memoryview) -> ImageHeader:
+    """Read the frame size from a JPEG's SOFn marker and check that it ends with EOI."""
+    offset, size = 2, len(data)
+    for _ in range(_MAX_JPEG_HEADER_STEPS):
+        if offset + 2 > size:
+            raise ValueError(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
+        if data[offset] != 0xFF:
+            raise ValueError(f"corrupt JPEG: byte {offset} is 0x{data[offset]:02x}, "
+                             "expected a marker")
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            offset += 2
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):  # SOI, EOI, SOS before the frame header
+            raise ValueError(f"corrupt JPEG: marker 0xff{marker:02x} at byte {offset} before "
+                             "the frame header (SOF marker)")
+        if offset + 4 > size:
+            raise ValueError(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        if length < 2:
+            raise ValueError(f"corrupt JPEG: segment 0xff{marker:02x} at byte {offset} "
+                             f"has length {length}")
+        if marker in _JPEG_SOF_MARKERS:
+            if length < 8 or offset + 9 > size:
+                raise ValueError(f"truncated JPEG: frame header at byte {offset} is incomplete")
+            height, width = struct.unpack_from(">HH", data, offset + 5)
+            break
+        offset += 2 + length
+    else:
+        raise ValueError(f"corrupt JPEG: no frame header (SOF marker) in the first "
+                         f"{_MAX_JPEG_HEADER_STEPS} segments")
+    # Some drivers pad their buffers with zeros after EOI.
+    if not bytes(data[-64:]).rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ValueError(f"truncated JPEG: {size} bytes, no end-of-image marker (0xffd9)")
+    return ImageHeader("jpeg", height, width)
+
+
+def image_header(data: Any) -> ImageHeader:
+    """Read kind (jpeg or png) and dimensions from a compressed image's header.
+
+    Nothing is decoded or allocated in proportion to the dimensions; ValueError for data
+    that is neither JPEG nor PNG, or that is truncated or corrupt as far as the header
+    and the chunk structure show.
+    """
+    data = memoryview(data).cast("B")
+    if bytes(data[:8]) == _PNG_SIGNATURE:
+        return _png_header(data)
+    if bytes(data[:3]) == _JPEG_SIGNATURE:
+        return _jpeg_header(data)
+    raise ValueError(f"unknown compressed image data (starts with {bytes(data[:8])!r}); "
+                     "supported: JPEG (starts with ff d8 ff), PNG (89 'PNG' 0d 0a 1a 0a)")
+
+
+_capture_lock = threading.Lock()
+_capture_file: Optional[Any] = None
+
+
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # no sys.stderr, or a closed one
+        pass
+
+
+def _capture_sink() -> Optional[int]:
+    """Return the file descriptor of the (reused, emptied) capture file; None if there is none."""
+    global _capture_file
+    try:
+        if _capture_file is None:
+            _capture_file = tempfile.TemporaryFile()
+        sink = _capture_file.fileno()
+        os.ftruncate(sink, 0)
+        os.lseek(sink, 0, os.SEEK_SET)
+        return sink
+    except OSError:  # e.g. no writable temporary directory: decode without capturing
+        return None
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[List[str]]:
+    """Redirect file descriptor 2 to a temporary file; yield the list its lines are put in.
+
+    The C libraries behind cv2.imdecode print their warnings and errors there (libjpeg:
+    "Corrupt JPEG data: ...", libpng: "libpng error: ..."). rcutils log lines that other
+    threads write meanwhile are passed on to the real stderr. Without a file descriptor 2 or
+    a temporary file nothing is captured.
+    """
+    lines: List[str] = []
+    with _capture_lock:
+        sink = _capture_sink()
+        try:
+            saved = os.dup(2) if sink is not None else None
+        except OSError:
+            saved = None
+        if saved is None:
+            yield lines
+            return
+        try:
+            _flush_stderr()
+            os.dup2(sink, 2)
+            try:
+                yield lines
+            finally:
+                _flush_stderr()
+                os.dup2(saved, 2)
+            os.lseek(sink, 0, os.SEEK_SET)
+            text = os.read(sink, 1 << 16).decode("utf-8", "replace")
+        finally:
+            os.close(saved)
+    for line in text.splitlines():
+        if _ROS_LOG_LINE.match(line):
+            os.write(2, (line + "\n").encode())
+        elif line.strip():
+            lines.append(line.strip())
+
+
+def _decode(data: memoryview, header: ImageHeader) -> np.ndarray:
+    """Decode checked JPEG/PNG data to BGR; a codec's error or data warning is a ValueError."""
+    with _captured_stderr() as messages:
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMDECODE_FLAGS)
+        except cv2.error as exc:  # e.g. a size OpenCV refuses
+            bgr = None
+            messages.append(str(exc).strip())
+    problems = [line for line in messages if not _BENIGN_CODEC_MESSAGE.match(line)]
+    if problems:
+        raise ValueError(f"{header.kind.upper()} decoder: {'; '.join(problems)}")
+    if bgr is None:
+        raise ValueError(f"cannot decode the {header.kind.upper()} image ({len(data)} bytes)")
+    if bgr.shape[:2] != (header.height, header.width):
+        raise ValueError(f"the {header.kind.upper()} image decoded to {bgr.shape[1]}x"
+                         f"{bgr.shape[0]} pixels, its header declares "
+                         f"{header.width}x{header.height}")
+    return bgr
+
+
+def compressed_to_rgb(msg: Any,
+                      max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
+    """Decode a CompressedImage (jpeg or png) to an RGB uint8 HxWx3 array.
+
+    The header is checked first (:func:`image_header`), and an image of more than
+    ``max_pixels`` pixels (None: no limit) is rejected before it is decoded. ValueError for
+    anything that is not a complete, correct JPEG or PNG image.
+    """
     format_words = msg.format.lower().replace(";", " ").split()
     if not any(word in COMPRESSED_FORMATS for word in format_words):
         raise ValueError(f"unsupported compressed image format {msg.format!r}; "
                          f"supported: {', '.join(COMPRESSED_FORMATS)}")
-    encoded = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    bgr = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot decode {msg.format!r} compressed image ({len(encoded)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    data = memoryview(msg.data).cast("B")
+    if not len(data):
+        raise ValueError(f"{msg.format!r} compressed image has no data")
+    header = image_header(data)
+    _check_budget(f"{header.kind.upper()} image", header.height, header.width, max_pixels)
+    return cv2.cvtColor(_decode(data, header), cv2.COLOR_BGR2RGB)
 
 
-def message_to_rgb(msg: Any) -> np.ndarray:
+def message_to_rgb(msg: Any, max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """Convert a camera message (Image or CompressedImage) to an RGB uint8 HxWx3 array.
 
-    A mono8 Image is replicated to three channels; other single-channel encodings are
-    not camera colour images and raise ValueError.
+    Image encodings: :data:`CAMERA_ENCODINGS` (mono8 is replicated to three channels).
+    Anything malformed, unsupported or over ``max_pixels`` pixels (None: no limit) raises
+    ValueError with a message saying what.
     """
     if hasattr(msg, "format"):
-        return compressed_to_rgb(msg)
-    pixels = image_to_numpy(msg)
-    if pixels.ndim == 3:
-        return pixels
+        return compressed_to_rgb(msg, max_pixels)
+    if msg.encoding not in CAMERA_ENCODINGS:
+        raise ValueError(f"unsupported camera image encoding {msg.encoding!r}; "
+                         f"supported: {', '.join(CAMERA_ENCODINGS)}")
+    pixels = image_to_numpy(msg, max_pixels)
     if msg.encoding == "mono8":
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    raise ValueError(f"image encoding {msg.encoding!r} is not a camera image; "
-                     f"use rgb8, bgr8 or mono8")
+    return pixels
 
 
 def _check_pixels(pixels: np.ndarray, encoding: str) -> None:

@@ -4,6 +4,11 @@ A thin adapter over :class:`dense_ood_ros.detector.Detector`. Parameters are lis
 ``config/detector.yaml``. Outputs (under ``output_namespace``) copy the input header:
 ``labels`` (mono8 class indices), ``semantic_color`` (rgb8, CamVid palette) and
 ``anomaly_score`` (32FC1, higher = more anomalous). Statistics go to ``/diagnostics``.
+
+No camera message can stop it: a malformed, unsupported, over-budget (``max_input_pixels``)
+or corrupt frame, and any other failure to convert or run one frame, is logged (rate
+limited), counted as a bad frame and skipped. SIGINT and SIGTERM stop it cleanly with code 0
+(:mod:`dense_ood_ros.ros.shutdown`).
 """
 
 import copy
@@ -17,24 +22,35 @@ from typing import Any, List, Optional, Tuple
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.exceptions import InvalidTopicNameException
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import CompressedImage, Image
 
 from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.checkpoint import CheckpointError
 from dense_ood_ros.classes import colorize
+from dense_ood_ros.cli import MIN_SIDE
 from dense_ood_ros.detector import Detector
 from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, output_topic, package_path
-from dense_ood_ros.ros.conversions import message_to_rgb, numpy_to_image
+from dense_ood_ros.ros.conversions import (CAMERA_ENCODINGS, DEFAULT_MAX_INPUT_PIXELS,
+                                           message_to_rgb, numpy_to_image)
 from dense_ood_ros.ros.diagnostics import FrameStatistics, detector_status
+from dense_ood_ros.ros.shutdown import StopRequest, exit_now
 from dense_ood_ros.scores import SCORES
 
 NODE_NAME = "detector"
 DIAGNOSTICS_PERIOD_S = 1.0
 BAD_FRAME_LOG_THROTTLE_S = 5.0
+#: At shutdown, how long the last frame's outputs may take to be acknowledged by subscribers.
+OUTPUT_FLUSH_TIMEOUT_S = 1.0
 
 
 class NodeConfigError(ValueError):
@@ -54,6 +70,7 @@ class DetectorSettings:
     output_namespace: str
     publish_color: bool
     qos_depth: int
+    max_input_pixels: int
 
 
 #: name -> (default, description).
@@ -63,12 +80,17 @@ PARAMETERS = {
                    "or TensorRT .engine (backend tensorrt)"),
     "backend": ("torch", f"inference backend, one of {list(BACKEND_NAMES)}"),
     "score": ("jsd", f"anomaly score published, one of {sorted(SCORES)}"),
-    "input_size": ([], "[height, width] the model runs at; [] = the checkpoint's own"),
-    "camera_topic": ("image", "input topic (sensor_msgs/Image, or CompressedImage if compressed)"),
+    "input_size": ([], f"[height, width] the model runs at, each at least {MIN_SIDE}; "
+                       "[] = the checkpoint's own"),
+    "camera_topic": ("image", f"input topic: sensor_msgs/Image ({', '.join(CAMERA_ENCODINGS)}), "
+                              "or CompressedImage (jpeg, png) if compressed"),
     "compressed": (False, "subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of Image"),
     "output_namespace": ("dense_ood", "namespace of the output topics"),
     "publish_color": (True, "also publish the rgb8 semantic colour image"),
     "qos_depth": (1, "queue depth of the input subscription (best effort) and output publishers"),
+    "max_input_pixels": (DEFAULT_MAX_INPUT_PIXELS,
+                         "largest camera frame accepted, height x width in pixels (raw, or as "
+                         "a compressed image's header declares it, checked before decoding)"),
 }
 
 
@@ -81,6 +103,16 @@ def _expect(name: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise _parameter_error(name, value, f"must be of type {kind.__name__}")
     return value
+
+
+def _check_topic(name: str, topic: str) -> None:
+    """Raise NodeConfigError naming parameter ``name`` unless ``topic`` is a valid topic name."""
+    try:
+        validate_topic_name(topic)
+        validate_full_topic_name(expand_topic_name(topic, NODE_NAME, "/"))
+    except (InvalidTopicNameException, ValueError) as exc:  # expansion raises ValueError
+        problem = str(exc).splitlines()[0].rstrip(":")
+        raise _parameter_error(name, topic, f"not a valid ROS topic name: {problem}") from None
 
 
 def validate_parameters(values: dict) -> DetectorSettings:
@@ -99,22 +131,30 @@ def validate_parameters(values: dict) -> DetectorSettings:
     input_size = values["input_size"] or None  # [] (or unset) = the checkpoint's size
     if input_size is not None:
         if (not isinstance(input_size, (list, tuple)) or len(input_size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= MIN_SIDE
                            for v in input_size)):
             raise _parameter_error("input_size", input_size,
-                                   "must be [height, width] with positive integers, or []")
+                                   f"must be [height, width], integers of at least {MIN_SIDE} "
+                                   "(the encoder's stride), or []")
         input_size = (int(input_size[0]), int(input_size[1]))
     camera_topic = _expect("camera_topic", values["camera_topic"], str)
     if not camera_topic:
         raise _parameter_error("camera_topic", camera_topic, "must not be empty")
+    _check_topic("camera_topic", camera_topic)
+    output_namespace = _expect("output_namespace", values["output_namespace"], str)
+    _check_topic("output_namespace", output_topic(output_namespace, LABELS_TOPIC))
     qos_depth = _expect("qos_depth", values["qos_depth"], int)
     if qos_depth < 1:
         raise _parameter_error("qos_depth", qos_depth, "must be at least 1")
+    max_input_pixels = _expect("max_input_pixels", values["max_input_pixels"], int)
+    if max_input_pixels < 1:
+        raise _parameter_error("max_input_pixels", max_input_pixels, "must be at least 1")
     return DetectorSettings(
         model_path=model_path, backend=backend, score=score, input_size=input_size,
         camera_topic=camera_topic, compressed=_expect("compressed", values["compressed"], bool),
-        output_namespace=_expect("output_namespace", values["output_namespace"], str),
-        publish_color=_expect("publish_color", values["publish_color"], bool), qos_depth=qos_depth)
+        output_namespace=output_namespace,
+        publish_color=_expect("publish_color", values["publish_color"], bool), qos_depth=qos_depth,
+        max_input_pixels=max_input_pixels)
 
 
 def load_detector(settings: DetectorSettings, status=None) -> Detector:
@@ -171,15 +211,16 @@ class DetectorNode(Node):
                                 if self.settings.publish_color else None)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self._loader = threading.Thread(target=self._load_detector, name="detector-loader",
-                                        daemon=True)
-        self._loader.start()
+        self.loader = threading.Thread(target=self._load_detector, name="detector-loader",
+                                       daemon=True)
+        self.loader.start()
 
     def _on_load_status(self, line: str) -> None:
         self.loading = line
         self.get_logger().info(line)
 
     def _load_detector(self) -> None:
+        self.get_logger().info(self.loading)
         try:
             detector = load_detector(self.settings, status=self._on_load_status)
         except NodeConfigError as exc:
@@ -217,19 +258,37 @@ class DetectorNode(Node):
             return
         started = time.perf_counter()
         try:
-            output = self.detector(message_to_rgb(msg))
-        except ValueError as exc:
-            self.stats.add_bad(str(exc))
-            self.get_logger().error(f"bad frame on {self.subscription.topic_name} skipped "
-                                    f"({self.stats.bad} so far): {exc}",
-                                    throttle_duration_sec=BAD_FRAME_LOG_THROTTLE_S)
+            output = self.detector(message_to_rgb(msg, self.settings.max_input_pixels))
+            outputs = [(self.labels_publisher, numpy_to_image(output.labels, "mono8", msg.header)),
+                       (self.score_publisher, numpy_to_image(output.score, "32FC1", msg.header))]
+            if self.color_publisher is not None:
+                outputs.insert(1, (self.color_publisher,
+                                   numpy_to_image(colorize(output.labels), "rgb8", msg.header)))
+        except ValueError as exc:  # the message: conversions say what is wrong with it
+            self._bad_frame(str(exc))
             return
-        self.labels_publisher.publish(numpy_to_image(output.labels, "mono8", msg.header))
-        if self.color_publisher is not None:
-            self.color_publisher.publish(numpy_to_image(colorize(output.labels), "rgb8",
-                                                        msg.header))
-        self.score_publisher.publish(numpy_to_image(output.score, "32FC1", msg.header))
+        except Exception as exc:  # anything else: still one frame, not the node
+            self._bad_frame(f"{type(exc).__name__}: {exc}")
+            return
+        for publisher, output_msg in outputs:  # all built: publish all of them
+            publisher.publish(output_msg)
         self.stats.add_processed(time.perf_counter() - started)
+
+    def flush_outputs(self, timeout_s: float = OUTPUT_FLUSH_TIMEOUT_S) -> None:
+        """Give subscribers up to ``timeout_s`` to acknowledge the last outputs (at shutdown)."""
+        if not self.context.ok():
+            return
+        deadline = time.monotonic() + timeout_s
+        for publisher in (self.labels_publisher, self.color_publisher, self.score_publisher):
+            if publisher is not None:
+                remaining = max(deadline - time.monotonic(), 0.0)
+                publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
+
+    def _bad_frame(self, reason: str) -> None:
+        self.stats.add_bad(reason)
+        self.get_logger().error(f"bad frame on {self.subscription.topic_name} skipped "
+                                f"({self.stats.bad} so far): {reason}",
+                                throttle_duration_sec=BAD_FRAME_LOG_THROTTLE_S)
 
     def _publish_diagnostics(self) -> None:
         info = {
@@ -248,8 +307,14 @@ class DetectorNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    """Console script ``detector``: accepts ``--ros-args`` (``-p``, ``--params-file``, ``-r``)."""
-    rclpy.init(args=args)
+    """Run the node; accepts ``--ros-args`` (``-p``, ``--params-file``, ``-r``).
+
+    Returns 0 when stopped by SIGINT or SIGTERM (the frame in flight is finished first),
+    2 when it cannot start. The console script ``detector`` is
+    :mod:`dense_ood_ros.ros.detector_main`, which also covers signals during the imports.
+    """
+    stop = StopRequest()  # before rclpy.init: a signal from now on is a clean stop
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = DetectorNode()
     except NodeConfigError as exc:
@@ -259,16 +324,23 @@ def main(args: Optional[List[str]] = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while rclpy.ok() and node.load_error is None:
+        while not stop.is_set() and rclpy.ok() and node.load_error is None:
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
         if node.load_error is not None:
             node.get_logger().fatal(f"cannot start: {node.load_error}")
+        elif stop.is_set():
+            node.get_logger().info(f"{stop.signal_name}: stopping")
+        node.flush_outputs()
+        executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
-    return 2 if node.load_error is not None else 0
+    code = 2 if node.load_error is not None else 0
+    if node.loader.is_alive():  # still loading the model: native code that cannot be stopped
+        exit_now(code)
+    return code
 
 
 if __name__ == "__main__":
