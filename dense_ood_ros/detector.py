@@ -49,9 +49,15 @@ class Detector:
     def class_names(self) -> Sequence[str]:
         return self.backend.class_names
 
-    def __call__(self, frame: np.ndarray) -> DetectorOutput:
+    def __call__(self, frame: np.ndarray,
+                 output_size: Optional[Tuple[int, int]] = None) -> DetectorOutput:
+        """Run one RGB frame; outputs at ``output_size`` (height, width), default the frame's.
+
+        ``output_size=detector.backend.input_size`` skips the upsampling (network resolution).
+        """
         check_rgb_frame(frame)
         batch = resize_frame(frame, self.backend.input_size)[None]
         labels, scores = self.backend.infer(np.ascontiguousarray(batch))
-        out_labels, out_scores = resize_outputs(labels[0], scores[0], frame.shape[:2])
+        out_labels, out_scores = resize_outputs(labels[0], scores[0],
+                                                output_size or frame.shape[:2])
         return DetectorOutput(out_labels, dict(zip(self.backend.score_names, out_scores)))

@@ -36,9 +36,13 @@ def ros_domain_id() -> int:
 
 @pytest.fixture(scope="session")
 def ros_context(ros_domain_id):
-    """Initialise an rclpy context for the test process (no signal handlers)."""
-    from dense_ood_ros.ros.client import init_client_context
+    """Initialise an rclpy context for the test process (no signal handlers).
 
+    Its participants use the package's Fast DDS large-data profile, as the node does.
+    """
+    from dense_ood_ros.ros.client import init_client_context, use_large_data_profile
+
+    use_large_data_profile()
     context = init_client_context()
     yield context
     context.try_shutdown()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from dense_ood_ros.backends.base import Backend, BuildRequest
+from dense_ood_ros.checkpoint import CheckpointError
 from dense_ood_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from dense_ood_ros.backends.tensorrt_backend import TensorRTBackend
 from dense_ood_ros.backends.torch_backend import TorchBackend
@@ -93,20 +94,27 @@ def make_backend(name: str, model_path: Union[str, Path], score_names: Sequence[
 
 def select_backend(model_path: Union[str, Path], build: Callable[[Candidate], Backend],
                    log: Callable[[str], None] = logger.info) -> Backend:
-    """Build the best working candidate of :data:`AUTO_ORDER` with ``build(candidate)``."""
-    reasons = []
+    """Build the best working candidate of :data:`AUTO_ORDER` with ``build(candidate)``.
+
+    A model file no backend can read (every candidate tried raised CheckpointError) raises
+    that CheckpointError: the file is at fault, not the backends.
+    """
+    reasons, errors = [], []
     for candidate in AUTO_ORDER:
         reason = candidate.unavailable_reason(model_path)
         if reason is None:
             try:
                 backend = build(candidate)
             except Exception as exc:  # any failure means: fall back to the next candidate
+                errors.append(exc)
                 reason = f"failed to start: {type(exc).__name__}: {exc}"
             else:
                 log(f"backend auto: using {candidate.label} ({backend.describe()})")
                 return backend
         reasons.append(f"{candidate.label}: {reason}")
         log(f"backend auto: skipping {candidate.label}: {reason}")
+    if errors and all(isinstance(error, CheckpointError) for error in errors):
+        raise errors[0]
     raise RuntimeError(f"backend auto: no backend can run {model_path}: " + "; ".join(reasons))
 
 

@@ -4,19 +4,39 @@ The only part of the package that imports rclpy (conversions.py only lazily, to 
 """
 
 from pathlib import Path
+from typing import Tuple
 
 PACKAGE = "dense_ood_ros"
-#: Output topics of the detector node, relative to its ``output_namespace``.
+NODE_NAME = "detector"
+#: The node's topics are private (``~/``) and set by remapping, as image_pipeline's and
+#: Autoware's nodes do: ``-r ~/input/image:=/camera/image_raw`` (launch: ``remappings``).
+INPUT_IMAGE_TOPIC = "~/input/image"
+INPUT_CAMERA_INFO_TOPIC = "~/input/camera_info"
+#: Output names, under ``~/output/``.
 LABELS_TOPIC = "labels"
 COLOR_TOPIC = "semantic_color"
 SCORE_TOPIC = "anomaly_score"
+MASK_TOPIC = "anomaly_mask"
+CAMERA_INFO_TOPIC = "camera_info"
+LABEL_SET_TOPIC = "label_set"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def output_topic(output_namespace: str, name: str) -> str:
-    """Return the topic of the output ``name`` (e.g. LABELS_TOPIC) under ``output_namespace``."""
-    prefix = output_namespace.rstrip("/") + "/" if output_namespace else ""
-    return prefix + name
+def output_topic(name: str) -> str:
+    """Return the node's private topic of the output ``name`` (e.g. LABELS_TOPIC)."""
+    return f"~/output/{name}"
+
+
+def image_outputs(publish_color: bool = True, publish_mask: bool = False) -> Tuple[str, ...]:
+    """Image output names of the node, in publish order."""
+    return ((LABELS_TOPIC,) + ((COLOR_TOPIC,) if publish_color else ()) + (SCORE_TOPIC,)
+            + ((MASK_TOPIC,) if publish_mask else ()))
+
+
+def node_topic(private_topic: str, namespace: str = "/", node_name: str = NODE_NAME) -> str:
+    """Return the absolute name of a node's private topic (``~/x`` -> ``/<ns>/<node>/x``)."""
+    node = "/".join(part for part in (namespace.strip("/"), node_name) if part)
+    return "/" + node + private_topic[1:] if private_topic.startswith("~") else private_topic
 
 
 def package_path(*parts: str) -> Path:

@@ -4,6 +4,7 @@ Start the node as a process, send camera frames, collect its outputs matched by 
 Used by the demo and the DDS tests.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,13 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, output_topic
+from dense_ood_ros.ros import (INPUT_IMAGE_TOPIC, image_outputs, node_topic, output_topic,
+                               package_path)
+
+#: Fast DDS profile for camera-sized messages (see config/fastdds_large_data.xml).
+FASTDDS_PROFILE = package_path("config", "fastdds_large_data.xml")
+#: Where Fast DDS 3 (ROS 2 Kilted) and, deprecated, Fast DDS 2 read a profile file from.
+FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 SPIN_PERIOD_S = 0.02
 
@@ -33,29 +40,54 @@ def _parameter_text(value: Any) -> str:
     return str(value)
 
 
-def detector_command(parameters: Mapping[str, Any],
-                     params_file: Optional[Path] = None) -> List[str]:
+def large_data_environment(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Return ``environ`` (default os.environ) with the package's Fast DDS profile set.
+
+    A profile the user set already is kept.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not any(env.get(name) for name in FASTDDS_PROFILE_VARIABLES):
+        env[FASTDDS_PROFILE_VARIABLES[0]] = str(FASTDDS_PROFILE)
+    return env
+
+
+def use_large_data_profile() -> None:
+    """Set the Fast DDS profile for this process (call before rclpy.init)."""
+    os.environ.update(large_data_environment())
+
+
+def detector_command(parameters: Mapping[str, Any], params_file: Optional[Path] = None,
+                     namespace: str = "/",
+                     remappings: Mapping[str, str] = {}) -> List[str]:
     """Return the command line that runs the detector node.
 
-    ``params_file`` comes first, then ``-p name:=value`` overrides.
+    ``params_file`` comes first, then ``-p name:=value`` overrides; ``namespace`` puts the
+    node (and its private topics) under it; ``remappings`` are ``-r from:=to``.
     """
     command = [sys.executable, "-m", "dense_ood_ros.ros.detector_main", "--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
     for name, value in parameters.items():
         command += ["-p", f"{name}:={_parameter_text(value)}"]
+    if namespace.strip("/"):
+        command += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    for source, target in remappings.items():
+        command += ["-r", f"{source}:={target}"]
     return command
 
 
 def start_detector(parameters: Mapping[str, Any], params_file: Optional[Path] = None,
-                   log: Optional[IO] = None) -> subprocess.Popen:
+                   log: Optional[IO] = None, namespace: str = "/",
+                   remappings: Mapping[str, str] = {}) -> subprocess.Popen:
     """Start the detector node as a child process.
 
-    It runs the same Python in the same environment, so with the same ROS_DOMAIN_ID. ``log``
-    receives its output; None shares this process's terminal.
+    It runs the same Python in the same environment (so the same ROS_DOMAIN_ID), with the
+    package's Fast DDS large-data profile unless one is set. ``log`` receives its output;
+    None shares this process's terminal.
     """
-    return subprocess.Popen(detector_command(parameters, params_file), stdout=log,
-                            stderr=None if log is None else subprocess.STDOUT)
+    return subprocess.Popen(detector_command(parameters, params_file, namespace, remappings),
+                            stdout=log, stderr=None if log is None else subprocess.STDOUT,
+                            env=large_data_environment())
 
 
 def stop_detector(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
@@ -84,8 +116,8 @@ class DetectorReply:
 class DetectorClient:
     """Publishes frames on the camera topic and waits for the detector's outputs."""
 
-    def __init__(self, camera_topic: str = "image", output_namespace: str = "dense_ood",
-                 with_color: bool = True, compressed: bool = False,
+    def __init__(self, namespace: str = "/", with_color: bool = True, with_mask: bool = False,
+                 compressed: bool = False,
                  detector_process: Optional[subprocess.Popen] = None,
                  context: Optional[Context] = None, node_name: str = "dense_ood_client"):
         self.node = Node(node_name, context=context)
@@ -93,11 +125,11 @@ class DetectorClient:
         self.executor.add_node(self.node)
         self.detector_process = detector_process
         self.camera_publisher = self.node.create_publisher(
-            CompressedImage if compressed else Image, camera_topic, qos_profile_sensor_data)
-        self.output_names = ((LABELS_TOPIC, COLOR_TOPIC, SCORE_TOPIC) if with_color
-                             else (LABELS_TOPIC, SCORE_TOPIC))
+            CompressedImage if compressed else Image, node_topic(INPUT_IMAGE_TOPIC, namespace),
+            qos_profile_sensor_data)
+        self.output_names = image_outputs(with_color, with_mask)
         self._output_subscriptions = [
-            self.node.create_subscription(Image, output_topic(output_namespace, name),
+            self.node.create_subscription(Image, node_topic(output_topic(name), namespace),
                                           lambda msg, name=name: self._on_output(name, msg),
                                           QoSProfile(depth=10))
             for name in self.output_names]

@@ -26,20 +26,76 @@ import tempfile
 import threading
 import zlib
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
 
-#: encoding -> (pixel dtype, channels) of the raw encodings read and built here.
+#: encoding -> (pixel dtype, values per pixel) of the raw encodings read and built here:
+#: the camera encodings below and the node's outputs (mono8, rgb8, 32FC1). Names as cv_bridge's
+#: ``sensor_msgs::image_encodings``.
 IMAGE_ENCODINGS: Dict[str, Tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
     "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
     "mono8": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "bayer_rggb8": (np.dtype(np.uint8), 1),
+    "bayer_bggr8": (np.dtype(np.uint8), 1),
+    "bayer_gbrg8": (np.dtype(np.uint8), 1),
+    "bayer_grbg8": (np.dtype(np.uint8), 1),
+    "yuv422": (np.dtype(np.uint8), 2),  # UYVY byte order (ROS's yuv422)
+    "uyvy": (np.dtype(np.uint8), 2),
+    "yuv422_yuy2": (np.dtype(np.uint8), 2),  # YUYV byte order
+    "yuyv": (np.dtype(np.uint8), 2),
     "32FC1": (np.dtype(np.float32), 1),
 }
-#: Raw encodings accepted as camera input by :func:`message_to_rgb` (32FC1 is an output).
-CAMERA_ENCODINGS = ("rgb8", "bgr8", "mono8")
+
+
+def _opencv(code: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda pixels: cv2.cvtColor(pixels, code)
+
+
+def _mono16_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor((pixels >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+
+
+def _scaled16_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    low, high = int(pixels.min()), int(pixels.max())
+    scaled = (pixels.astype(np.float32) - low) * (255.0 / max(high - low, 1))
+    return cv2.cvtColor(scaled.astype(np.uint8), cv2.COLOR_GRAY2RGB)
+
+
+class CameraEncoding(NamedTuple):
+    """How a camera encoding becomes RGB uint8."""
+
+    to_rgb: Callable[[np.ndarray], np.ndarray]
+    description: str
+    even_width: bool = False  # two pixels share their chroma (4:2:2)
+
+
+#: Camera encodings :func:`message_to_rgb` accepts: the table of what is supported. OpenCV's
+#: Bayer names count from the second row, so ROS's bayer_rggb8 is OpenCV's BayerBG.
+CAMERA_ENCODINGS: Dict[str, CameraEncoding] = {
+    "rgb8": CameraEncoding(lambda pixels: pixels, "as is (a view of the message, no copy)"),
+    "bgr8": CameraEncoding(_opencv(cv2.COLOR_BGR2RGB), "channels swapped"),
+    "rgba8": CameraEncoding(_opencv(cv2.COLOR_RGBA2RGB), "alpha dropped"),
+    "bgra8": CameraEncoding(_opencv(cv2.COLOR_BGRA2RGB), "channels swapped, alpha dropped"),
+    "mono8": CameraEncoding(_opencv(cv2.COLOR_GRAY2RGB), "grey replicated to three channels"),
+    "mono16": CameraEncoding(_mono16_to_rgb, "high byte (value / 256), grey replicated"),
+    "16UC1": CameraEncoding(_scaled16_to_rgb,
+                            "scaled to 0-255 by the frame's minimum and maximum, grey replicated"),
+    "bayer_rggb8": CameraEncoding(_opencv(cv2.COLOR_BayerBG2RGB), "demosaiced (bilinear)"),
+    "bayer_bggr8": CameraEncoding(_opencv(cv2.COLOR_BayerRG2RGB), "demosaiced (bilinear)"),
+    "bayer_gbrg8": CameraEncoding(_opencv(cv2.COLOR_BayerGR2RGB), "demosaiced (bilinear)"),
+    "bayer_grbg8": CameraEncoding(_opencv(cv2.COLOR_BayerGB2RGB), "demosaiced (bilinear)"),
+    "yuv422": CameraEncoding(_opencv(cv2.COLOR_YUV2RGB_UYVY), "UYVY 4:2:2 to RGB", True),
+    "uyvy": CameraEncoding(_opencv(cv2.COLOR_YUV2RGB_UYVY), "UYVY 4:2:2 to RGB", True),
+    "yuv422_yuy2": CameraEncoding(_opencv(cv2.COLOR_YUV2RGB_YUYV), "YUYV 4:2:2 to RGB", True),
+    "yuyv": CameraEncoding(_opencv(cv2.COLOR_YUV2RGB_YUYV), "YUYV 4:2:2 to RGB", True),
+}
 #: CompressedImage formats accepted (matched as words of the ``format`` field); the payload's
 #: own signature decides how it is decoded.
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
@@ -69,6 +125,41 @@ _ROS_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\[(DEBUG|INFO|WARN|ERROR|FATAL)\]
 _IMDECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
+class BadImage(ValueError):
+    """A camera message that cannot become a frame; ``reason`` is its key in the node's counts."""
+
+    reason = "bad"
+
+
+class MalformedImage(BadImage):
+    """Sizes, step and data length that do not fit together, or no data."""
+
+    reason = "malformed"
+
+
+class UnsupportedEncoding(BadImage):
+    """An encoding or compressed format this module does not read."""
+
+    reason = "unsupported_encoding"
+
+
+class OverBudget(BadImage):
+    """More pixels than ``max_input_pixels`` (raw, or as a compressed header declares)."""
+
+    reason = "over_budget"
+
+
+class CorruptImage(BadImage):
+    """Compressed data that is truncated, corrupt or rejected by the codec."""
+
+    reason = "corrupt"
+
+
+#: Every reason a camera message is rejected for, as counted in /diagnostics.
+BAD_IMAGE_REASONS = tuple(kind.reason for kind in (MalformedImage, UnsupportedEncoding,
+                                                   OverBudget, CorruptImage))
+
+
 class ImageHeader(NamedTuple):
     """What a compressed image's header declares."""
 
@@ -81,22 +172,23 @@ def _pixel_layout(encoding: str) -> Tuple[np.dtype, int]:
     try:
         return IMAGE_ENCODINGS[encoding]
     except KeyError:
-        raise ValueError(f"unsupported image encoding {encoding!r}; "
-                         f"supported: {', '.join(IMAGE_ENCODINGS)}") from None
+        raise UnsupportedEncoding(f"unsupported image encoding {encoding!r}; "
+                                  f"supported: {', '.join(IMAGE_ENCODINGS)}") from None
 
 
 def _check_budget(what: str, height: int, width: int, max_pixels: Optional[int]) -> None:
     if height <= 0 or width <= 0:
-        raise ValueError(f"{what} is empty (height {height}, width {width})")
+        raise MalformedImage(f"{what} is empty (height {height}, width {width})")
     if max_pixels is not None and height * width > max_pixels:
-        raise ValueError(f"{what} of {height}x{width} = {height * width} pixels is over the "
+        raise OverBudget(f"{what} of {height}x{width} = {height * width} pixels is over the "
                          f"limit of {max_pixels} pixels (max_input_pixels)")
 
 
 def image_to_numpy(msg: Any, max_pixels: Optional[int] = None) -> np.ndarray:
-    """Convert an Image message to an HxW (mono8 uint8, 32FC1 float32) or HxWx3 RGB uint8 array.
+    """View an Image message's pixels as an HxW or HxWxC array in its encoding's own layout.
 
-    rgb8, mono8 and native-endian 32FC1 are views of ``msg.data`` (no copy).
+    E.g. rgb8 -> RGB uint8 HxWx3, bgr8 -> BGR, mono16 -> uint16 HxW, yuv422 -> uint8 HxWx2.
+    A view of ``msg.data`` (no copy) unless the byte order must be swapped.
     Raises ValueError naming an unsupported encoding, an empty image, one of more than
     ``max_pixels`` pixels (None: no limit) or an inconsistent size/step.
     """
@@ -105,12 +197,12 @@ def image_to_numpy(msg: Any, max_pixels: Optional[int] = None) -> np.ndarray:
     _check_budget(f"{msg.encoding} image", height, width, max_pixels)
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
-        raise ValueError(f"{msg.encoding} image step {step} is smaller than one row "
-                         f"({width} pixels x {channels * dtype.itemsize} bytes = {row_bytes})")
+        raise MalformedImage(f"{msg.encoding} image step {step} is smaller than one row "
+                             f"({width} pixels x {channels * dtype.itemsize} bytes = {row_bytes})")
     buffer = memoryview(msg.data).cast("B")
     if len(buffer) != step * height:
-        raise ValueError(f"{msg.encoding} image data has {len(buffer)} bytes, "
-                         f"expected step x height = {step} x {height} = {step * height}")
+        raise MalformedImage(f"{msg.encoding} image data has {len(buffer)} bytes, "
+                             f"expected step x height = {step} x {height} = {step * height}")
     if dtype.itemsize > 1 and bool(msg.is_bigendian) != _HOST_IS_BIGENDIAN:
         dtype = dtype.newbyteorder()
     shape: Tuple[int, ...] = (height, width) if channels == 1 else (height, width, channels)
@@ -118,39 +210,38 @@ def image_to_numpy(msg: Any, max_pixels: Optional[int] = None) -> np.ndarray:
     pixels = np.ndarray(shape, dtype=dtype, buffer=buffer, strides=strides)
     if not dtype.isnative:
         pixels = pixels.astype(dtype.newbyteorder("="))
-    if msg.encoding == "bgr8":
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
     return pixels
 
 
 def _png_header(data: memoryview) -> ImageHeader:
     """Read the IHDR of a PNG and check that its chunks are complete, with correct CRCs."""
     if len(data) < 33:
-        raise ValueError(f"truncated PNG: {len(data)} bytes, its header alone needs 33")
+        raise CorruptImage(f"truncated PNG: {len(data)} bytes, its header alone needs 33")
     length, chunk_type = struct.unpack_from(">I4s", data, 8)
     if chunk_type != b"IHDR" or length != 13:
-        raise ValueError("corrupt PNG: it does not start with a 13-byte IHDR chunk")
+        raise CorruptImage("corrupt PNG: it does not start with a 13-byte IHDR chunk")
     width, height = struct.unpack_from(">II", data, 16)
     offset, has_image_data = 8, False
     for _ in range(_MAX_PNG_CHUNKS):
         if offset + 12 > len(data):
-            raise ValueError(f"truncated PNG: {len(data)} bytes, no IEND chunk")
+            raise CorruptImage(f"truncated PNG: {len(data)} bytes, no IEND chunk")
         length, chunk_type = struct.unpack_from(">I4s", data, offset)
         end = offset + 12 + length
         if end > len(data):
-            raise ValueError(f"truncated PNG: chunk {chunk_type!r} at byte {offset} needs "
-                             f"{12 + length} bytes, {len(data) - offset} left")
+            raise CorruptImage(f"truncated PNG: chunk {chunk_type!r} at byte {offset} needs "
+                               f"{12 + length} bytes, {len(data) - offset} left")
         (crc,) = struct.unpack_from(">I", data, end - 4)
         if zlib.crc32(data[offset + 4:end - 4]) != crc:
-            raise ValueError(f"corrupt PNG: CRC mismatch in chunk {chunk_type!r} at byte {offset}")
+            raise CorruptImage(f"corrupt PNG: CRC mismatch in chunk {chunk_type!r} "
+                               f"at byte {offset}")
         if chunk_type == b"IEND":
             break
         has_image_data = has_image_data or chunk_type == b"IDAT"
         offset = end
     else:
-        raise ValueError(f"corrupt PNG: more than {_MAX_PNG_CHUNKS} chunks")
+        raise CorruptImage(f"corrupt PNG: more than {_MAX_PNG_CHUNKS} chunks")
     if not has_image_data:
-        raise ValueError("corrupt PNG: no image data (IDAT chunk)")
+        raise CorruptImage("corrupt PNG: no image data (IDAT chunk)")
     return ImageHeader("png", height, width)
 
 
@@ -159,10 +250,10 @@ def _jpeg_header(data: memoryview) -> ImageHeader:
     offset, size = 2, len(data)
     for _ in range(_MAX_JPEG_HEADER_STEPS):
         if offset + 2 > size:
-            raise ValueError(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
+            raise CorruptImage(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
         if data[offset] != 0xFF:
-            raise ValueError(f"corrupt JPEG: byte {offset} is 0x{data[offset]:02x}, "
-                             "expected a marker")
+            raise CorruptImage(f"corrupt JPEG: byte {offset} is 0x{data[offset]:02x}, "
+                               "expected a marker")
         marker = data[offset + 1]
         if marker == 0xFF:  # fill byte
             offset += 1
@@ -171,26 +262,26 @@ def _jpeg_header(data: memoryview) -> ImageHeader:
             offset += 2
             continue
         if marker in (0xD8, 0xD9, 0xDA):  # SOI, EOI, SOS before the frame header
-            raise ValueError(f"corrupt JPEG: marker 0xff{marker:02x} at byte {offset} before "
-                             "the frame header (SOF marker)")
+            raise CorruptImage(f"corrupt JPEG: marker 0xff{marker:02x} at byte {offset} before "
+                               "the frame header (SOF marker)")
         if offset + 4 > size:
-            raise ValueError(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
+            raise CorruptImage(f"truncated JPEG: {size} bytes, no frame header (SOF marker)")
         (length,) = struct.unpack_from(">H", data, offset + 2)
         if length < 2:
-            raise ValueError(f"corrupt JPEG: segment 0xff{marker:02x} at byte {offset} "
-                             f"has length {length}")
+            raise CorruptImage(f"corrupt JPEG: segment 0xff{marker:02x} at byte {offset} "
+                               f"has length {length}")
         if marker in _JPEG_SOF_MARKERS:
             if length < 8 or offset + 9 > size:
-                raise ValueError(f"truncated JPEG: frame header at byte {offset} is incomplete")
+                raise CorruptImage(f"truncated JPEG: frame header at byte {offset} is incomplete")
             height, width = struct.unpack_from(">HH", data, offset + 5)
             break
         offset += 2 + length
     else:
-        raise ValueError(f"corrupt JPEG: no frame header (SOF marker) in the first "
-                         f"{_MAX_JPEG_HEADER_STEPS} segments")
+        raise CorruptImage(f"corrupt JPEG: no frame header (SOF marker) in the first "
+                           f"{_MAX_JPEG_HEADER_STEPS} segments")
     # Some drivers pad their buffers with zeros after EOI.
     if not bytes(data[-64:]).rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ValueError(f"truncated JPEG: {size} bytes, no end-of-image marker (0xffd9)")
+        raise CorruptImage(f"truncated JPEG: {size} bytes, no end-of-image marker (0xffd9)")
     return ImageHeader("jpeg", height, width)
 
 
@@ -206,8 +297,8 @@ def image_header(data: Any) -> ImageHeader:
         return _png_header(data)
     if bytes(data[:3]) == _JPEG_SIGNATURE:
         return _jpeg_header(data)
-    raise ValueError(f"unknown compressed image data (starts with {bytes(data[:8])!r}); "
-                     "supported: JPEG (starts with ff d8 ff), PNG (89 'PNG' 0d 0a 1a 0a)")
+    raise UnsupportedEncoding(f"unknown compressed image data (starts with {bytes(data[:8])!r}); "
+                              "supported: JPEG (starts with ff d8 ff), PNG (89 'PNG' 0d 0a 1a 0a)")
 
 
 _capture_lock = threading.Lock()
@@ -283,13 +374,13 @@ def _decode(data: memoryview, header: ImageHeader) -> np.ndarray:
             messages.append(str(exc).strip())
     problems = [line for line in messages if not _BENIGN_CODEC_MESSAGE.match(line)]
     if problems:
-        raise ValueError(f"{header.kind.upper()} decoder: {'; '.join(problems)}")
+        raise CorruptImage(f"{header.kind.upper()} decoder: {'; '.join(problems)}")
     if bgr is None:
-        raise ValueError(f"cannot decode the {header.kind.upper()} image ({len(data)} bytes)")
+        raise CorruptImage(f"cannot decode the {header.kind.upper()} image ({len(data)} bytes)")
     if bgr.shape[:2] != (header.height, header.width):
-        raise ValueError(f"the {header.kind.upper()} image decoded to {bgr.shape[1]}x"
-                         f"{bgr.shape[0]} pixels, its header declares "
-                         f"{header.width}x{header.height}")
+        raise CorruptImage(f"the {header.kind.upper()} image decoded to {bgr.shape[1]}x"
+                           f"{bgr.shape[0]} pixels, its header declares "
+                           f"{header.width}x{header.height}")
     return bgr
 
 
@@ -303,11 +394,11 @@ def compressed_to_rgb(msg: Any,
     """
     format_words = msg.format.lower().replace(";", " ").split()
     if not any(word in COMPRESSED_FORMATS for word in format_words):
-        raise ValueError(f"unsupported compressed image format {msg.format!r}; "
-                         f"supported: {', '.join(COMPRESSED_FORMATS)}")
+        raise UnsupportedEncoding(f"unsupported compressed image format {msg.format!r}; "
+                                  f"supported: {', '.join(COMPRESSED_FORMATS)}")
     data = memoryview(msg.data).cast("B")
     if not len(data):
-        raise ValueError(f"{msg.format!r} compressed image has no data")
+        raise MalformedImage(f"{msg.format!r} compressed image has no data")
     header = image_header(data)
     _check_budget(f"{header.kind.upper()} image", header.height, header.width, max_pixels)
     return cv2.cvtColor(_decode(data, header), cv2.COLOR_BGR2RGB)
@@ -316,19 +407,19 @@ def compressed_to_rgb(msg: Any,
 def message_to_rgb(msg: Any, max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """Convert a camera message (Image or CompressedImage) to an RGB uint8 HxWx3 array.
 
-    Image encodings: :data:`CAMERA_ENCODINGS` (mono8 is replicated to three channels).
-    Anything malformed, unsupported or over ``max_pixels`` pixels (None: no limit) raises
-    ValueError with a message saying what.
+    Image encodings: :data:`CAMERA_ENCODINGS`. Anything malformed, unsupported or over
+    ``max_pixels`` pixels (None: no limit) raises a :class:`BadImage` saying what.
     """
     if hasattr(msg, "format"):
         return compressed_to_rgb(msg, max_pixels)
-    if msg.encoding not in CAMERA_ENCODINGS:
-        raise ValueError(f"unsupported camera image encoding {msg.encoding!r}; "
-                         f"supported: {', '.join(CAMERA_ENCODINGS)}")
-    pixels = image_to_numpy(msg, max_pixels)
-    if msg.encoding == "mono8":
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    return pixels
+    encoding = CAMERA_ENCODINGS.get(msg.encoding)
+    if encoding is None:
+        raise UnsupportedEncoding(f"unsupported camera image encoding {msg.encoding!r}; "
+                                  f"supported: {', '.join(CAMERA_ENCODINGS)}")
+    if encoding.even_width and int(msg.width) % 2:
+        raise MalformedImage(f"{msg.encoding} image width {msg.width} is odd; 4:2:2 pixels "
+                             "come in pairs")
+    return encoding.to_rgb(image_to_numpy(msg, max_pixels))
 
 
 def _check_pixels(pixels: np.ndarray, encoding: str) -> None:
@@ -348,15 +439,15 @@ def _uint8_array(pixels: np.ndarray) -> array.array:
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, header: Optional[Any] = None) -> Any:
-    """Build a sensor_msgs/Image from HxW (mono8, 32FC1) or RGB HxWx3 (rgb8, bgr8) pixels.
+    """Build a sensor_msgs/Image from pixels in the encoding's own layout.
 
-    Rows are unpadded; 32FC1 is written in host byte order. ``header`` is copied by reference.
+    The reverse of :func:`image_to_numpy`: e.g. mono8 uint8 HxW, rgb8 RGB HxWx3, bgr8 BGR
+    HxWx3, 32FC1 float32 HxW. Rows are unpadded; multi-byte pixels are written in host byte
+    order. ``header`` is copied by reference.
     """
     from sensor_msgs.msg import Image
 
     _check_pixels(pixels, encoding)
-    if encoding == "bgr8":
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     msg = Image()
     if header is not None:
         msg.header = header

@@ -22,12 +22,12 @@ from dense_ood_ros.cli import add_out, add_score, command_parser
 from dense_ood_ros.io import ImageFolderError, list_images, read_rgb, write_rgb
 from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
 from dense_ood_ros.ros.client import (DetectorClient, init_client_context, start_detector,
-                                      stop_detector)
+                                      stop_detector, use_large_data_profile)
 from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_image
 from dense_ood_ros.visualization import heat_map, score_range
 
-CAMERA_TOPIC = "image"
-OUTPUT_NAMESPACE = "dense_ood"
+#: The demo's node runs in its own namespace: /dense_ood_demo/detector/input/image ...
+NAMESPACE = "dense_ood_demo"
 FRAME_ID = "camera"
 
 TITLE_HEIGHT = 30
@@ -100,8 +100,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     add_out(parser, "folder for the result PNGs (default: demo_output)", Path("demo_output"))
     parser.add_argument("--model", type=Path,
                         help="model file (default: the node's, models/default.pt)")
-    parser.add_argument("--backend", default="torch", choices=BACKEND_NAMES,
-                        help="inference backend (default torch)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                        help="inference backend (default auto: TensorRT on an NVIDIA GPU, "
+                             "else ONNX Runtime)")
     add_score(parser)
     parser.add_argument("--startup-timeout", type=float, default=90.0,
                         help="seconds to wait for the node to start and answer the first frame")
@@ -153,16 +154,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # A private DDS domain unless the caller chose one, so the demo never talks to other ROS
     # systems.
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    parameters = {"camera_topic": CAMERA_TOPIC, "output_namespace": OUTPUT_NAMESPACE,
-                  "backend": args.backend, "score": args.score, "publish_color": True}
+    parameters = {"backend": args.backend, "score": args.score, "publish_color": True}
     if args.model:
         parameters["model_path"] = str(args.model.resolve())
     print(f"starting the detector node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}) ...",
           flush=True)
-    process = start_detector(parameters)
+    use_large_data_profile()  # camera-sized frames over Fast DDS (the node gets it too)
+    process = start_detector(parameters, namespace=NAMESPACE)
     context = init_client_context()
     try:
-        with DetectorClient(CAMERA_TOPIC, OUTPUT_NAMESPACE, detector_process=process,
+        with DetectorClient(NAMESPACE, detector_process=process,
                             context=context, node_name="dense_ood_demo") as client:
             run_frames(client, frames, args)
     except (TimeoutError, RuntimeError) as exc:

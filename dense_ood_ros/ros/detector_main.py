@@ -2,7 +2,9 @@
 
 SIGINT and SIGTERM are handled before the node's heavy imports (torch, rclpy: seconds on a
 busy machine) start, so even a signal during start-up ends the process with code 0 and no
-traceback; see :mod:`dense_ood_ros.ros.shutdown`.
+traceback; see :mod:`dense_ood_ros.ros.shutdown`. Unless a Fast DDS profile is set in the
+environment, the package's large-data profile (``config/fastdds_large_data.xml``) is used,
+so camera-sized frames arrive.
 """
 
 import sys
@@ -14,7 +16,10 @@ from dense_ood_ros.ros.shutdown import exit_on_signals
 def main(args: Optional[List[str]] = None) -> int:
     """Run the detector node (``--ros-args`` as for :func:`dense_ood_ros.ros.node.main`)."""
     exit_on_signals()
-    from dense_ood_ros.ros.node import main as run_node  # heavy: after the signal handlers
+    from dense_ood_ros.ros.client import use_large_data_profile  # heavy: after the handlers
+    from dense_ood_ros.ros.node import main as run_node
+
+    use_large_data_profile()
 
     return run_node(args)
 

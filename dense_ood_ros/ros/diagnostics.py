@@ -1,55 +1,115 @@
-"""Frame statistics of the detector node and their diagnostic_msgs form."""
+"""Frame accounting of the detector node and its diagnostic_msgs form.
 
+Every camera message the node's subscription receives ends in exactly one count:
+
+    received = processed + bad (by reason) + dropped_stale + dropped_while_loading + pending
+
+``pending`` is the newest frame waiting for the worker plus the one it runs (0 to 2); when the
+node is idle it is 0 and the counts add up exactly. Messages the middleware lost before they
+reached the subscription (``lost_in_transport``) were never received and are counted apart.
+"""
+
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-#: Latencies averaged for the reported mean (the most recent frames).
+#: Latencies kept for the reported mean and percentiles (the most recent frames).
 LATENCY_WINDOW = 100
+#: Bad-frame reason of a frame the backend (or anything after conversion) failed on.
+INFERENCE_ERROR = "inference_error"
 
 
 class FrameStatistics:
-    """Counts processed, bad and lost frames and keeps recent processing latencies."""
+    """Thread-safe frame counts (see the module docstring) and recent latencies."""
 
-    def __init__(self):
+    def __init__(self, error_after_failures: int = 5):
+        self.error_after_failures = error_after_failures
+        self._lock = threading.Lock()
+        self.received = 0
         self.processed = 0
-        self.bad = 0
-        self.lost = 0
+        self.bad: Counter = Counter()  # reason -> frames
+        self.dropped_stale = 0
         self.dropped_while_loading = 0
+        self.lost_in_transport = 0
+        self.consecutive_failures = 0
         self.last_error: Optional[str] = None
         self.last_frame_bad = False
         self._latencies = deque(maxlen=LATENCY_WINDOW)
         self._processed_at_last_rate = 0
         self._last_rate_time = time.monotonic()
 
-    def add_processed(self, latency_s: float) -> None:
-        self.processed += 1
-        self.last_frame_bad = False
-        self._latencies.append(latency_s)
+    def add_received(self) -> None:
+        with self._lock:
+            self.received += 1
 
-    def add_bad(self, error: str) -> None:
-        self.bad += 1
-        self.last_frame_bad = True
-        self.last_error = error
+    def add_processed(self, latency_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self.consecutive_failures = 0
+            self.last_frame_bad = False
+            self._latencies.append(latency_s)
+
+    def add_bad(self, reason: str, error: str) -> None:
+        with self._lock:
+            self.bad[reason] += 1
+            if reason == INFERENCE_ERROR:  # a bad camera message does not end a failing run
+                self.consecutive_failures += 1
+            self.last_frame_bad = True
+            self.last_error = error
+
+    def add_dropped_stale(self) -> None:
+        with self._lock:
+            self.dropped_stale += 1
 
     def add_dropped_while_loading(self) -> None:
-        self.dropped_while_loading += 1
+        with self._lock:
+            self.dropped_while_loading += 1
 
     def add_lost(self, count: int) -> None:
-        self.lost += count
+        with self._lock:
+            self.lost_in_transport += count
 
     @property
-    def mean_latency_s(self) -> Optional[float]:
-        return sum(self._latencies) / len(self._latencies) if self._latencies else None
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+    @property
+    def pending(self) -> int:
+        """Received frames not (yet) in any other count."""
+        with self._lock:
+            return self.received - (self.processed + self.bad_total + self.dropped_stale
+                                    + self.dropped_while_loading)
+
+    def snapshot(self) -> Dict[str, int]:
+        """All counts at one instant (consistent with each other)."""
+        with self._lock:
+            counts = {"received": self.received, "processed": self.processed,
+                      "bad": self.bad_total, "dropped_stale": self.dropped_stale,
+                      "dropped_while_loading": self.dropped_while_loading,
+                      "lost_in_transport": self.lost_in_transport}
+            counts.update({f"bad_{reason}": count for reason, count in sorted(self.bad.items())})
+        counts["pending"] = counts["received"] - (counts["processed"] + counts["bad"]
+                                                  + counts["dropped_stale"]
+                                                  + counts["dropped_while_loading"])
+        return counts
+
+    def latency_ms(self, quantile: float) -> Optional[float]:
+        with self._lock:
+            values = sorted(self._latencies)
+        if not values:
+            return None
+        return 1000 * values[min(int(quantile * len(values)), len(values) - 1)]
 
     def take_rate(self) -> float:
         """Frames processed per second since the previous call."""
         now = time.monotonic()
-        rate = ((self.processed - self._processed_at_last_rate)
-                / max(now - self._last_rate_time, 1e-9))
-        self._processed_at_last_rate, self._last_rate_time = self.processed, now
+        with self._lock:
+            processed = self.processed
+        rate = (processed - self._processed_at_last_rate) / max(now - self._last_rate_time, 1e-9)
+        self._processed_at_last_rate, self._last_rate_time = processed, now
         return rate
 
 
@@ -58,27 +118,28 @@ def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
     """Make the node's DiagnosticStatus.
 
     WARN while the model loads (``loading`` = its latest progress line, e.g. a TensorRT engine
-    build) or before the first frame, OK while frames are processed, ERROR when the latest
-    frame was bad. ``info`` adds fixed key/values (backend, model...).
+    build), before the first frame, and when the latest frame was a bad camera message;
+    ERROR after ``error_after_failures`` frames in a row failed in inference; OK otherwise.
+    ``info`` adds fixed key/values (backend, model...).
     """
     if loading is not None:
         level, message = DiagnosticStatus.WARN, f"loading model: {loading}"
+    elif stats.consecutive_failures >= stats.error_after_failures:
+        level, message = (DiagnosticStatus.ERROR, f"the last {stats.consecutive_failures} "
+                          f"frames failed in inference: {stats.last_error}")
     elif stats.last_frame_bad:
-        level, message = DiagnosticStatus.ERROR, f"last frame rejected: {stats.last_error}"
+        level, message = DiagnosticStatus.WARN, f"last frame rejected: {stats.last_error}"
     elif stats.processed == 0:
         level, message = DiagnosticStatus.WARN, "waiting for camera frames"
     else:
         level, message = DiagnosticStatus.OK, "processing frames"
-    mean_latency = stats.mean_latency_s
     values: List[KeyValue] = [KeyValue(key=key, value=value) for key, value in info.items()]
-    values += [
-        KeyValue(key="frames_processed", value=str(stats.processed)),
-        KeyValue(key="frames_per_second", value=f"{stats.take_rate():.2f}"),
-        KeyValue(key="mean_latency_ms",
-                 value="n/a" if mean_latency is None else f"{1000 * mean_latency:.1f}"),
-        KeyValue(key="bad_frames", value=str(stats.bad)),
-        KeyValue(key="lost_frames", value=str(stats.lost)),
-        KeyValue(key="frames_dropped_while_loading", value=str(stats.dropped_while_loading)),
-    ]
+    values += [KeyValue(key=f"frames_{key}", value=str(count))
+               for key, count in stats.snapshot().items()]
+    values.append(KeyValue(key="frames_per_second", value=f"{stats.take_rate():.2f}"))
+    for quantile in (0.5, 0.95):
+        latency = stats.latency_ms(quantile)
+        values.append(KeyValue(key=f"latency_p{round(100 * quantile)}_ms",
+                               value="n/a" if latency is None else f"{latency:.1f}"))
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=values)

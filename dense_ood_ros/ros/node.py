@@ -1,17 +1,29 @@
 """The ``detector`` node: camera images in; class labels, semantic colours and anomaly scores out.
 
-A thin adapter over :class:`dense_ood_ros.detector.Detector`. Parameters are listed in
-``config/detector.yaml``. Outputs (under ``output_namespace``) copy the input header:
-``labels`` (mono8 class indices), ``semantic_color`` (rgb8, CamVid palette) and
-``anomaly_score`` (32FC1, higher = more anomalous). Statistics go to ``/diagnostics``.
+A thin adapter over :class:`dense_ood_ros.ros.pipeline.FramePipeline` (the path bag replay and
+the benchmarks run too). Parameters are listed in ``config/detector.yaml``. Topics are private
+and set by remapping (``-r ~/input/image:=/camera/image_raw``):
 
-No camera message can stop it: a malformed, unsupported, over-budget (``max_input_pixels``)
-or corrupt frame, and any other failure to convert or run one frame, is logged (rate
-limited), counted as a bad frame and skipped. SIGINT and SIGTERM stop it cleanly with code 0
-(:mod:`dense_ood_ros.ros.shutdown`).
+- in: ``~/input/image`` (sensor_msgs/Image, or CompressedImage with ``compressed``),
+  ``~/input/camera_info`` (optional);
+- out, each with the input image's header: ``~/output/labels`` (mono8 class indices),
+  ``~/output/semantic_color`` (rgb8), ``~/output/anomaly_score`` (32FC1, higher = more
+  anomalous), ``~/output/anomaly_mask`` (mono8 0/255, with ``mask_threshold``),
+  ``~/output/camera_info`` (scaled to the outputs, when camera_info comes in);
+- ``/diagnostics``: the frame accounting of :mod:`dense_ood_ros.ros.diagnostics`.
+
+Newest frame wins: the subscription takes serialized messages and only stores the newest
+(a frame replaced before the worker took it costs a memory copy and is counted as
+``dropped_stale``); one worker thread deserializes, runs and publishes, so receiving never
+waits on the model and the outputs keep the order of the inputs. All outputs of a frame are
+built before the first is published. No camera message can stop the node: a malformed,
+unsupported, over-budget (``max_input_pixels``) or corrupt frame, and any failure to run one,
+is logged (rate limited), counted by reason and skipped. SIGINT and SIGTERM stop it cleanly
+with code 0 (:mod:`dense_ood_ros.ros.shutdown`).
 """
 
 import copy
+import math
 import sys
 import threading
 import time
@@ -26,31 +38,32 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.exceptions import InvalidTopicNameException
-from rclpy.expand_topic_name import expand_topic_name
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
-from rclpy.validate_full_topic_name import validate_full_topic_name
-from rclpy.validate_topic_name import validate_topic_name
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.checkpoint import CheckpointError
-from dense_ood_ros.classes import colorize
 from dense_ood_ros.cli import MIN_SIDE
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, output_topic, package_path
-from dense_ood_ros.ros.conversions import (CAMERA_ENCODINGS, DEFAULT_MAX_INPUT_PIXELS,
-                                           message_to_rgb, numpy_to_image)
-from dense_ood_ros.ros.diagnostics import FrameStatistics, detector_status
+from dense_ood_ros.ros import (CAMERA_INFO_TOPIC, INPUT_CAMERA_INFO_TOPIC, INPUT_IMAGE_TOPIC,
+                               NODE_NAME, image_outputs, output_topic, package_path)
+from dense_ood_ros.ros.conversions import CAMERA_ENCODINGS, DEFAULT_MAX_INPUT_PIXELS, BadImage
+from dense_ood_ros.ros.diagnostics import INFERENCE_ERROR, FrameStatistics, detector_status
+from dense_ood_ros.ros.pipeline import (OUTPUT_RESOLUTIONS, FramePipeline, FrameResult,
+                                        PipelineOptions)
 from dense_ood_ros.ros.shutdown import StopRequest, exit_now
 from dense_ood_ros.scores import SCORES
 
-NODE_NAME = "detector"
 DIAGNOSTICS_PERIOD_S = 1.0
 BAD_FRAME_LOG_THROTTLE_S = 5.0
-#: At shutdown, how long the last frame's outputs may take to be acknowledged by subscribers.
+#: At shutdown, how long the frame in flight may take to finish, and then how long its
+#: outputs may take to be acknowledged by subscribers.
+FINISH_FRAME_TIMEOUT_S = 5.0
 OUTPUT_FLUSH_TIMEOUT_S = 1.0
+#: How often the worker looks for a stop request while no frame comes.
+WORKER_POLL_S = 0.1
 
 
 class NodeConfigError(ValueError):
@@ -65,12 +78,20 @@ class DetectorSettings:
     backend: str
     score: str
     input_size: Optional[Tuple[int, int]]
-    camera_topic: str
     compressed: bool
-    output_namespace: str
     publish_color: bool
-    qos_depth: int
+    mask_threshold: Optional[float]
+    output_resolution: str
+    input_qos_depth: int
+    output_qos_depth: int
     max_input_pixels: int
+    error_after_failures: int
+
+    def pipeline_options(self) -> PipelineOptions:
+        return PipelineOptions(score=self.score, publish_color=self.publish_color,
+                               mask_threshold=self.mask_threshold,
+                               max_input_pixels=self.max_input_pixels,
+                               output_resolution=self.output_resolution)
 
 
 #: name -> (default, description).
@@ -78,19 +99,28 @@ PARAMETERS = {
     "model_path": (str(package_path("models", "default.pt")),
                    "model file: checkpoint .pt, exported .onnx, "
                    "or TensorRT .engine (backend tensorrt)"),
-    "backend": ("torch", f"inference backend, one of {list(BACKEND_NAMES)}"),
+    "backend": ("auto", f"inference backend, one of {list(BACKEND_NAMES)}; auto: TensorRT on "
+                        "an NVIDIA GPU, else ONNX Runtime"),
     "score": ("jsd", f"anomaly score published, one of {sorted(SCORES)}"),
     "input_size": ([], f"[height, width] the model runs at, each at least {MIN_SIDE}; "
                        "[] = the checkpoint's own"),
-    "camera_topic": ("image", f"input topic: sensor_msgs/Image ({', '.join(CAMERA_ENCODINGS)}), "
-                              "or CompressedImage (jpeg, png) if compressed"),
-    "compressed": (False, "subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of Image"),
-    "output_namespace": ("dense_ood", "namespace of the output topics"),
+    "compressed": (False, "subscribe to sensor_msgs/CompressedImage (jpeg, png) on "
+                          f"{INPUT_IMAGE_TOPIC} instead of Image "
+                          f"({', '.join(CAMERA_ENCODINGS)})"),
     "publish_color": (True, "also publish the rgb8 semantic colour image"),
-    "qos_depth": (1, "queue depth of the input subscription (best effort) and output publishers"),
+    "mask_threshold": ("off", "publish ~/output/anomaly_mask (mono8, 255 where score >= "
+                              "threshold) at this score threshold; 'off': no mask"),
+    "output_resolution": ("camera", f"one of {list(OUTPUT_RESOLUTIONS)}: outputs at the camera "
+                                    "image's size, or at the network's input size"),
+    "input_qos_depth": (1, "queue depth of the input subscription (best effort); the node "
+                           "keeps only the newest frame anyway"),
+    "output_qos_depth": (10, "queue depth of the output publishers (reliable): how many "
+                             "frames a slow subscriber may lag behind without losing any"),
     "max_input_pixels": (DEFAULT_MAX_INPUT_PIXELS,
                          "largest camera frame accepted, height x width in pixels (raw, or as "
                          "a compressed image's header declares it, checked before decoding)"),
+    "error_after_failures": (5, "diagnostics report ERROR after this many frames in a row "
+                                "failed in inference"),
 }
 
 
@@ -105,14 +135,19 @@ def _expect(name: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _check_topic(name: str, topic: str) -> None:
-    """Raise NodeConfigError naming parameter ``name`` unless ``topic`` is a valid topic name."""
-    try:
-        validate_topic_name(topic)
-        validate_full_topic_name(expand_topic_name(topic, NODE_NAME, "/"))
-    except (InvalidTopicNameException, ValueError) as exc:  # expansion raises ValueError
-        problem = str(exc).splitlines()[0].rstrip(":")
-        raise _parameter_error(name, topic, f"not a valid ROS topic name: {problem}") from None
+def _mask_threshold(value: Any) -> Optional[float]:
+    if value == "off":
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value)):
+        raise _parameter_error("mask_threshold", value, "must be a finite number or 'off'")
+    return float(value)
+
+
+def _at_least(name: str, value: Any, minimum: int) -> int:
+    if _expect(name, value, int) < minimum:
+        raise _parameter_error(name, value, f"must be at least {minimum}")
+    return value
 
 
 def validate_parameters(values: dict) -> DetectorSettings:
@@ -137,24 +172,21 @@ def validate_parameters(values: dict) -> DetectorSettings:
                                    f"must be [height, width], integers of at least {MIN_SIDE} "
                                    "(the encoder's stride), or []")
         input_size = (int(input_size[0]), int(input_size[1]))
-    camera_topic = _expect("camera_topic", values["camera_topic"], str)
-    if not camera_topic:
-        raise _parameter_error("camera_topic", camera_topic, "must not be empty")
-    _check_topic("camera_topic", camera_topic)
-    output_namespace = _expect("output_namespace", values["output_namespace"], str)
-    _check_topic("output_namespace", output_topic(output_namespace, LABELS_TOPIC))
-    qos_depth = _expect("qos_depth", values["qos_depth"], int)
-    if qos_depth < 1:
-        raise _parameter_error("qos_depth", qos_depth, "must be at least 1")
-    max_input_pixels = _expect("max_input_pixels", values["max_input_pixels"], int)
-    if max_input_pixels < 1:
-        raise _parameter_error("max_input_pixels", max_input_pixels, "must be at least 1")
+    output_resolution = _expect("output_resolution", values["output_resolution"], str)
+    if output_resolution not in OUTPUT_RESOLUTIONS:
+        raise _parameter_error("output_resolution", output_resolution,
+                               f"choose one of {list(OUTPUT_RESOLUTIONS)}")
     return DetectorSettings(
         model_path=model_path, backend=backend, score=score, input_size=input_size,
-        camera_topic=camera_topic, compressed=_expect("compressed", values["compressed"], bool),
-        output_namespace=output_namespace,
-        publish_color=_expect("publish_color", values["publish_color"], bool), qos_depth=qos_depth,
-        max_input_pixels=max_input_pixels)
+        compressed=_expect("compressed", values["compressed"], bool),
+        publish_color=_expect("publish_color", values["publish_color"], bool),
+        mask_threshold=_mask_threshold(values["mask_threshold"]),
+        output_resolution=output_resolution,
+        input_qos_depth=_at_least("input_qos_depth", values["input_qos_depth"], 1),
+        output_qos_depth=_at_least("output_qos_depth", values["output_qos_depth"], 1),
+        max_input_pixels=_at_least("max_input_pixels", values["max_input_pixels"], 1),
+        error_after_failures=_at_least("error_after_failures", values["error_after_failures"],
+                                       1))
 
 
 def load_detector(settings: DetectorSettings, status=None) -> Detector:
@@ -173,11 +205,45 @@ def load_detector(settings: DetectorSettings, status=None) -> Detector:
                               f"'{settings.model_path}': {exc}") from exc
 
 
-class DetectorNode(Node):
-    """Runs the detector on each camera frame it receives.
+class NewestFrame:
+    """A one-slot mailbox between the subscription and the worker.
 
-    A busy node keeps only the newest ``qos_depth`` frames (best effort), so the outputs follow
-    the camera with minimal delay.
+    A newer frame replaces an older one that was not taken yet: no queue grows, whatever the
+    camera rate.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._frame: Optional[Tuple[bytes, float]] = None
+        self._closed = False
+
+    def put(self, raw: bytes, received_at: float) -> bool:
+        """Store a serialized message; True if it replaced one not taken yet."""
+        with self._condition:
+            replaced = self._frame is not None
+            self._frame = (raw, received_at)
+            self._condition.notify()
+            return replaced
+
+    def take(self, timeout_s: float) -> Optional[Tuple[bytes, float]]:
+        """Return (message, receive time) or None after ``timeout_s`` or once closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._frame is not None or self._closed,
+                                     timeout_s)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> bool:
+        """Wake the worker for good; True if a frame was left untaken."""
+        with self._condition:
+            self._closed = True
+            left, self._frame = self._frame is not None, None
+            self._condition.notify_all()
+            return left
+
+
+class DetectorNode(Node):
+    """Runs the detector on the newest camera frame, in a worker thread.
 
     The model loads in a background thread (a TensorRT engine build can take minutes): until
     it is ready, frames are dropped and counted, and the log and diagnostics show the loading
@@ -187,60 +253,38 @@ class DetectorNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.settings = validate_parameters(self._declare_parameters())
-        self.stats = FrameStatistics()
-        self.detector: Optional[Detector] = None
+        self.stats = FrameStatistics(self.settings.error_after_failures)
+        self.pipeline: Optional[FramePipeline] = None
         self.loading: Optional[str] = (f"loading {self.settings.model_path} "
                                        f"({self.settings.backend} backend)")
         self.load_error: Optional[NodeConfigError] = None
+        self.input_type = CompressedImage if self.settings.compressed else Image
+        self.newest = NewestFrame()
+        self.camera_info: Optional[CameraInfo] = None
+        self._stopping = threading.Event()
+        self._publish_lock = threading.Lock()
+        self._closed = False  # under _publish_lock: no publishing any more
         input_qos = copy.copy(qos_profile_sensor_data)  # best effort, volatile
-        input_qos.depth = self.settings.qos_depth
-        input_type = CompressedImage if self.settings.compressed else Image
+        input_qos.depth = self.settings.input_qos_depth
         self.subscription = self.create_subscription(
-            input_type, self.settings.camera_topic, self._on_image, input_qos,
+            self.input_type, INPUT_IMAGE_TOPIC, self._on_image, input_qos, raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 message_lost=lambda info: self.stats.add_lost(info.total_count_change)))
+        self.camera_info_subscription = self.create_subscription(
+            CameraInfo, INPUT_CAMERA_INFO_TOPIC, self._on_camera_info, qos_profile_sensor_data)
         # reliable: matches reliable and best-effort readers
-        output_qos = QoSProfile(depth=self.settings.qos_depth)
-        namespace = self.settings.output_namespace
-        self.labels_publisher = self.create_publisher(Image, output_topic(namespace, LABELS_TOPIC),
-                                                      output_qos)
-        self.score_publisher = self.create_publisher(Image, output_topic(namespace, SCORE_TOPIC),
-                                                     output_qos)
-        self.color_publisher = (self.create_publisher(Image, output_topic(namespace, COLOR_TOPIC),
-                                                      output_qos)
-                                if self.settings.publish_color else None)
+        output_qos = QoSProfile(depth=self.settings.output_qos_depth)
+        names = image_outputs(self.settings.publish_color,
+                              self.settings.mask_threshold is not None) + (CAMERA_INFO_TOPIC,)
+        self.publishers_by_topic = {
+            name: self.create_publisher(CameraInfo if name == CAMERA_INFO_TOPIC else Image,
+                                        output_topic(name), output_qos)
+            for name in names}
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.loader = threading.Thread(target=self._load_detector, name="detector-loader",
-                                       daemon=True)
+        self.loader = threading.Thread(target=self._load, name="detector-loader", daemon=True)
+        self.worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
         self.loader.start()
-
-    def _on_load_status(self, line: str) -> None:
-        self.loading = line
-        self.get_logger().info(line)
-
-    def _load_detector(self) -> None:
-        self.get_logger().info(self.loading)
-        try:
-            detector = load_detector(self.settings, status=self._on_load_status)
-        except NodeConfigError as exc:
-            self.load_error = exc
-            return
-        # anything else must still stop the node, not leave it loading forever
-        except Exception as exc:
-            self.load_error = NodeConfigError(f"loading model '{self.settings.model_path}' "
-                                              f"failed: {type(exc).__name__}: {exc}")
-            return
-        self.detector, self.loading = detector, None
-        backend = detector.backend
-        input_type = CompressedImage if self.settings.compressed else Image
-        outputs = [p.topic_name for p in (self.labels_publisher, self.color_publisher,
-                                          self.score_publisher) if p]
-        self.get_logger().info(
-            f"backend {backend.describe()}; model {self.settings.model_path} (input "
-            f"{backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} "
-            f"classes); score {self.settings.score}; input {self.subscription.topic_name} "
-            f"({input_type.__name__}); outputs {', '.join(outputs)}")
 
     def _declare_parameters(self) -> dict:
         values = {}
@@ -252,51 +296,118 @@ class DetectorNode(Node):
             values[name] = self.declare_parameter(name, default, descriptor).value
         return values
 
-    def _on_image(self, msg: Any) -> None:
-        if self.detector is None:
+    # --- loading ---------------------------------------------------------------------------
+
+    def _on_load_status(self, line: str) -> None:
+        self.loading = line
+        self.get_logger().info(line)
+
+    def _load(self) -> None:
+        self.get_logger().info(self.loading)
+        try:
+            detector = load_detector(self.settings, status=self._on_load_status)
+            pipeline = FramePipeline(detector, self.settings.pipeline_options())
+        except NodeConfigError as exc:
+            self.load_error = exc
+            return
+        # anything else must still stop the node, not leave it loading forever
+        except Exception as exc:
+            self.load_error = NodeConfigError(f"loading model '{self.settings.model_path}' "
+                                              f"failed: {type(exc).__name__}: {exc}")
+            return
+        self.pipeline, self.loading = pipeline, None
+        self.worker.start()
+        backend = detector.backend
+        self.get_logger().info(
+            f"backend {backend.describe()}; model {self.settings.model_path} (input "
+            f"{backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} "
+            f"classes); score {self.settings.score}; input {self.subscription.topic_name} "
+            f"({self.input_type.__name__}); outputs "
+            f"{', '.join(p.topic_name for p in self.publishers_by_topic.values())}")
+
+    # --- receiving (executor thread): cheap, never waits on the model ----------------------
+
+    def _on_image(self, raw: bytes) -> None:
+        self.stats.add_received()
+        if self.pipeline is None:
             self.stats.add_dropped_while_loading()
             return
-        started = time.perf_counter()
+        if self._stopping.is_set():
+            self.stats.add_dropped_stale()
+            return
+        if self.newest.put(raw, time.perf_counter()):
+            self.stats.add_dropped_stale()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info = msg
+
+    # --- the worker: deserialize, run, publish ---------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            frame = self.newest.take(WORKER_POLL_S)
+            if frame is not None:
+                self._run(*frame)
+
+    def _run(self, raw: bytes, received_at: float) -> None:
         try:
-            output = self.detector(message_to_rgb(msg, self.settings.max_input_pixels))
-            outputs = [(self.labels_publisher, numpy_to_image(output.labels, "mono8", msg.header)),
-                       (self.score_publisher, numpy_to_image(output.score, "32FC1", msg.header))]
-            if self.color_publisher is not None:
-                outputs.insert(1, (self.color_publisher,
-                                   numpy_to_image(colorize(output.labels), "rgb8", msg.header)))
-        except ValueError as exc:  # the message: conversions say what is wrong with it
-            self._bad_frame(str(exc))
+            msg = deserialize_message(raw, self.input_type)
+        except Exception as exc:  # the middleware checked the type: should not happen
+            self._bad_frame("malformed", f"cannot deserialize the message: {exc}")
+            return
+        try:
+            result = self.pipeline(msg, self.camera_info)
+        except BadImage as exc:  # the message: conversions say what is wrong with it
+            self._bad_frame(exc.reason, str(exc))
             return
         except Exception as exc:  # anything else: still one frame, not the node
-            self._bad_frame(f"{type(exc).__name__}: {exc}")
+            self._bad_frame(INFERENCE_ERROR, f"{type(exc).__name__}: {exc}")
             return
-        for publisher, output_msg in outputs:  # all built: publish all of them
-            publisher.publish(output_msg)
-        self.stats.add_processed(time.perf_counter() - started)
+        if self._publish(result):
+            self.stats.add_processed(time.perf_counter() - received_at)
+        else:  # the node stopped meanwhile: nothing of this frame is published
+            self.stats.add_dropped_stale()
 
-    def flush_outputs(self, timeout_s: float = OUTPUT_FLUSH_TIMEOUT_S) -> None:
-        """Give subscribers up to ``timeout_s`` to acknowledge the last outputs (at shutdown)."""
-        if not self.context.ok():
-            return
-        deadline = time.monotonic() + timeout_s
-        for publisher in (self.labels_publisher, self.color_publisher, self.score_publisher):
-            if publisher is not None:
+    def _publish(self, result: FrameResult) -> bool:
+        """Publish all outputs of one frame, or none once the node is closed."""
+        with self._publish_lock:
+            if self._closed:
+                return False
+            for name, msg in result.messages.items():
+                self.publishers_by_topic[name].publish(msg)
+            return True
+
+    def _bad_frame(self, reason: str, error: str) -> None:
+        self.stats.add_bad(reason, error)
+        self.get_logger().error(f"bad frame on {self.subscription.topic_name} skipped "
+                                f"({reason}, {self.stats.bad_total} so far): {error}",
+                                throttle_duration_sec=BAD_FRAME_LOG_THROTTLE_S)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking frames; let the frame in flight finish (or not publish), flush outputs."""
+        self._stopping.set()
+        if self.newest.close():
+            self.stats.add_dropped_stale()  # received but never run
+        if self.worker.is_alive():
+            self.worker.join(FINISH_FRAME_TIMEOUT_S)
+        with self._publish_lock:
+            self._closed = True
+        if self.context.ok():
+            deadline = time.monotonic() + OUTPUT_FLUSH_TIMEOUT_S
+            for publisher in self.publishers_by_topic.values():
                 remaining = max(deadline - time.monotonic(), 0.0)
                 publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
 
-    def _bad_frame(self, reason: str) -> None:
-        self.stats.add_bad(reason)
-        self.get_logger().error(f"bad frame on {self.subscription.topic_name} skipped "
-                                f"({self.stats.bad} so far): {reason}",
-                                throttle_duration_sec=BAD_FRAME_LOG_THROTTLE_S)
-
     def _publish_diagnostics(self) -> None:
+        pipeline = self.pipeline
         info = {
-            "backend": (self.detector.backend.describe() if self.detector
+            "backend": (pipeline.detector.backend.describe() if pipeline
                         else self.settings.backend),
             "model_path": str(self.settings.model_path),
             "score": self.settings.score,
-            "camera_topic": self.subscription.topic_name,
+            "input_topic": self.subscription.topic_name,
         }
         status = detector_status(f"{self.get_name()}: dense OOD detector",
                                  self.get_fully_qualified_name(), self.stats, info,
@@ -309,9 +420,10 @@ class DetectorNode(Node):
 def main(args: Optional[List[str]] = None) -> int:
     """Run the node; accepts ``--ros-args`` (``-p``, ``--params-file``, ``-r``).
 
-    Returns 0 when stopped by SIGINT or SIGTERM (the frame in flight is finished first),
-    2 when it cannot start. The console script ``detector`` is
-    :mod:`dense_ood_ros.ros.detector_main`, which also covers signals during the imports.
+    Returns 0 when stopped by SIGINT or SIGTERM (the frame in flight is finished within
+    FINISH_FRAME_TIMEOUT_S, or not published), 2 when it cannot start. The console script
+    ``detector`` is :mod:`dense_ood_ros.ros.detector_main`, which also covers signals during
+    the imports.
     """
     stop = StopRequest()  # before rclpy.init: a signal from now on is a clean stop
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -333,7 +445,7 @@ def main(args: Optional[List[str]] = None) -> int:
             node.get_logger().fatal(f"cannot start: {node.load_error}")
         elif stop.is_set():
             node.get_logger().info(f"{stop.signal_name}: stopping")
-        node.flush_outputs()
+        node.stop()
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
