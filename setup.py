@@ -10,6 +10,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # the built-in dataset descriptions: label sets of old checkpoints are read from them
+    package_data={PACKAGE: ["datasets/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -33,6 +35,9 @@ setup(
             "dense-ood-evaluate = dense_ood_ros.evaluate:main",
             "dense-ood-export = dense_ood_ros.export:main",
             "dense-ood-benchmark = dense_ood_ros.benchmark:main",
+            "dense-ood-stream-benchmark = dense_ood_ros.ros.stream_benchmark:main",
+            "dense-ood-make-bag = dense_ood_ros.bags:main",
+            "dense-ood-replay = dense_ood_ros.ros.replay_main:main",
         ],
     },
 )

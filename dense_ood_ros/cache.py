@@ -4,8 +4,10 @@ An artifact ``X`` is valid only when ``X.json`` exists, records exactly the key 
 needs (every field the artifact depends on: checksums, sizes, versions, GPU, precision...)
 and the SHA-256 of ``X`` itself. Anything else (missing, unreadable, mismatched or corrupt)
 is a reason to rebuild, never a reason to crash or to use a stale file. Writes are atomic
-(temporary file, then rename) and the record is written last, so an interrupted build
-leaves an artifact without a record, which is rebuilt.
+(:func:`dense_ood_ros.io.atomic_write`: temporary file, then rename) and the record is
+written last, so an interrupted build leaves an artifact without a record, which is rebuilt;
+a build that fails (a full disk, a read-only cache folder) leaves neither, and its OSError
+names the file.
 """
 
 import json
@@ -14,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from dense_ood_ros.io import file_sha256
+from dense_ood_ros.io import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +84,13 @@ def stale_reason(artifact: Union[str, Path], key: Mapping[str, Any]) -> Optional
     mismatch = key_mismatch(record["key"], key)
     if mismatch:
         return f"cache key differs ({mismatch})"
-    if file_sha256(artifact) != record.get("sha256"):
+    try:
+        sha256 = file_sha256(artifact)
+    except OSError as exc:
+        return f"{artifact} is unreadable: {exc}"
+    if sha256 != record.get("sha256"):
         return f"{artifact} is corrupt (its checksum differs from {record_path(artifact).name})"
     return None
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def store(artifact: Union[str, Path], write: Callable[[Path], None], key: Mapping[str, Any],
@@ -102,11 +99,12 @@ def store(artifact: Union[str, Path], write: Callable[[Path], None], key: Mappin
     artifact = Path(artifact)
     artifact.parent.mkdir(parents=True, exist_ok=True)
     record_path(artifact).unlink(missing_ok=True)
-    _write_atomic(artifact, write)
+    with atomic_write(artifact) as tmp:
+        write(tmp)
     record = {"key": _canonical(dict(key)), "sha256": file_sha256(artifact),
               **_canonical(dict(extra or {}))}
-    _write_atomic(record_path(artifact),
-                  lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True)))
+    with atomic_write(record_path(artifact)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
     return artifact
 
 

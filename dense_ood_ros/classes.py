@@ -1,35 +1,18 @@
-"""The CamVid 11-class label set (SegNet version): names, ignore label and colour palette."""
+"""Deprecated: CamVid's label set as module constants, for code not yet reading a model's.
 
-import numpy as np
+Every value comes from the built-in CamVid description (``dense_ood_ros/datasets/camvid.yaml``);
+new code takes the label set of the model file instead (``Detector.label_set``,
+``Backend.label_set``, :mod:`dense_ood_ros.label_set`). Still imported by ``benchmark.py``,
+``replay.py``, ``ros/live_replay.py`` and ``scripts/profile_cpu.py``; remove it once they switch.
+"""
 
-CAMVID_CLASSES = (
-    "sky", "building", "pole", "road", "sidewalk", "tree",
-    "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
-)
-NUM_CLASSES = len(CAMVID_CLASSES)
+from dense_ood_ros.label_set import description_label_set
+
+CAMVID = description_label_set("camvid")
+CAMVID_CLASSES = CAMVID.class_names
+NUM_CLASSES = CAMVID.num_classes
 #: Label value of unlabelled (void) pixels, excluded from losses and metrics.
-IGNORE_INDEX = 11
-
-#: RGB colour per class (the usual SegNet CamVid colours), row ``NUM_CLASSES`` is void.
-CAMVID_PALETTE = np.array(
-    [
-        [128, 128, 128],  # sky
-        [128, 0, 0],  # building
-        [192, 192, 128],  # pole
-        [128, 64, 128],  # road
-        [60, 40, 222],  # sidewalk
-        [128, 128, 0],  # tree
-        [192, 128, 128],  # sign_symbol
-        [64, 64, 128],  # fence
-        [64, 0, 128],  # car
-        [64, 64, 0],  # pedestrian
-        [0, 128, 192],  # bicyclist
-        [0, 0, 0],  # void
-    ],
-    dtype=np.uint8,
-)
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Map an HxW label image to an HxWx3 RGB image with the CamVid palette."""
-    return CAMVID_PALETTE[np.minimum(labels, IGNORE_INDEX)]
+IGNORE_INDEX = CAMVID.ignore_index
+#: RGB colour per class, row ``NUM_CLASSES`` is void.
+CAMVID_PALETTE = CAMVID.palette
+colorize = CAMVID.colorize

@@ -101,7 +101,8 @@ def add_backend(parser: argparse.ArgumentParser, default: str = "torch") -> None
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="tensorrt precision (default fp16); torch "
                              f"{'/'.join(TORCH_PRECISIONS)} (default fp32, fp16 on cuda only); "
-                             "onnxruntime runs fp32")
+                             "onnxruntime fp32 (default) or int8 (static INT8, calibrated once "
+                             "on CamVid train frames or $DENSE_OOD_CALIBRATION_DIR, cached)")
     add_threads(parser)
     add_cache_dir(parser)
 

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from dense_ood_ros.backends import Backend, make_backend
+from dense_ood_ros.label_set import LabelSet
 from dense_ood_ros.preprocessing import check_rgb_frame, resize_frame, resize_outputs
 
 
@@ -48,6 +49,11 @@ class Detector:
     @property
     def class_names(self) -> Sequence[str]:
         return self.backend.class_names
+
+    @property
+    def label_set(self) -> LabelSet:
+        """The model file's class names, colours and ignore index."""
+        return self.backend.label_set
 
     def __call__(self, frame: np.ndarray,
                  output_size: Optional[Tuple[int, int]] = None) -> DetectorOutput:

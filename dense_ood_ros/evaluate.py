@@ -5,7 +5,14 @@ are anomalies, listed ignore values are skipped, every other value is an inlier)
 class-index PNGs (``--semantic-labels``: per-class IoU and mIoU). Pairs are checked before
 inference; a missing label file fails the run at once, an unreadable or size-mismatched one
 is reported by name and fails it at the end, after everything computed is saved (marked
-incomplete). ``--allow-missing`` skips such frames instead.
+incomplete). ``--allow-missing`` skips such frames instead. A label is read as
+:func:`dense_ood_ros.io.read_label` reads it (a size other than its image's is refused from
+the PNG header, before decoding).
+
+Every file is written atomically (:func:`dense_ood_ros.io.atomic_write`): complete, or not
+there. ``--out`` is checked to be writable before the model is loaded; a failure to write
+the results later (a full disk) names the file, prints the metrics to stdout anyway and
+exits with code 2.
 
 Writes into ``--out``: ``metrics.json``, ``metrics.md``, ``pr_curve.png``, ``roc_curve.png``,
 ``overlays/*.png`` (input | anomaly score | prediction | ground truth) and the raw
@@ -30,18 +37,20 @@ import matplotlib
 import numpy as np
 from tqdm import tqdm
 
-from dense_ood_ros.classes import IGNORE_INDEX, colorize
+from dense_ood_ros.label_set import LabelSet, description_label_set
 from dense_ood_ros.cli import (add_backend, add_input_size, add_model, add_out, add_scores,
                                backend_options, command_parser, parse_ints)
 from dense_ood_ros.detector import Detector, DetectorOutput
-from dense_ood_ros.io import list_images, read_label, read_rgb, write_rgb
+from dense_ood_ros.io import (atomic_write, check_writable_folder, list_images, read_label,
+                              read_rgb, write_rgb)
 from dense_ood_ros.metrics import METRIC_MODES, AnomalyMetrics, SemanticMetrics, anomaly_target
 from dense_ood_ros.visualization import heat_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-#: Exit codes: metrics complete / problems with some frames (partial results saved) / bad input.
+#: Exit codes: metrics complete / problems with some frames (partial results saved) / bad input
+#: (including an --out folder that cannot be written).
 EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
 PANEL_TITLES = ("input", "anomaly score", "prediction", "ground truth")
 
@@ -130,30 +139,45 @@ def evaluate_frames(detector: Detector, frames: Sequence[FramePaths], label_spec
     """Run the detector on every frame and accumulate metrics.
 
     A frame that cannot be read or evaluated is recorded in ``evaluation.problems`` and
-    skipped. Ctrl-C or an unexpected error (e.g. of the backend) stops early, keeping what was
-    accumulated and saying why in ``evaluation.stopped`` (the error's traceback goes to
-    stderr).
+    skipped, and so is an overlay that cannot be written. Ctrl-C or an unexpected error (e.g.
+    of the backend) stops early, keeping what was accumulated and saying why in
+    ``evaluation.stopped`` (the error's traceback goes to stderr).
     """
     overlay_indices = set(
         np.linspace(0, len(frames) - 1, num_overlays).round().astype(int).tolist()
         if num_overlays > 0 and frames else [])
     if overlay_indices:
-        overlay_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            evaluation.problems.append(f"no overlays saved: cannot create {overlay_dir}: "
+                                       f"{exc.strerror or exc}")
+            overlay_indices = set()
     try:
         for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame",
                                            disable=not progress)):
             try:
                 image = read_rgb(frame.image)
-                anomaly_label = read_label(frame.anomaly_label) if frame.anomaly_label else None
-                semantic_label = read_label(frame.semantic_label) if frame.semantic_label else None
+                anomaly_label, semantic_label = (
+                    None if path is None else read_label(path, image.shape[:2])
+                    for path in (frame.anomaly_label, frame.semantic_label))
                 output = detector(image)
-                update_metrics(evaluation, output, label_spec, anomaly_label, semantic_label)
+                try:
+                    update_metrics(evaluation, output, label_spec, anomaly_label,
+                                   semantic_label)
+                except ValueError as exc:  # e.g. a value that is no class: name the files
+                    labels = [str(p) for p in (frame.anomaly_label, frame.semantic_label) if p]
+                    raise ValueError(f"{exc} (label file {' / '.join(labels)})") from None
             except ValueError as exc:
                 evaluation.problems.append(f"{frame.image.name}: {exc}")
                 continue
             if index in overlay_indices:
-                write_rgb(overlay_dir / f"{frame.name}.png",
-                          overlay(image, output, label_spec, anomaly_label, semantic_label))
+                try:
+                    write_rgb(overlay_dir / f"{frame.name}.png",
+                              overlay(image, output, label_spec, anomaly_label, semantic_label,
+                                      detector.label_set))
+                except OSError as exc:
+                    evaluation.problems.append(f"{frame.image.name}: overlay not saved: {exc}")
     except KeyboardInterrupt:
         evaluation.stopped = "interrupted"
     except Exception as exc:  # noqa: BLE001 - keep the accumulators whatever stopped the run
@@ -175,13 +199,16 @@ def anomaly_overlay(image: np.ndarray, label: np.ndarray,
 
 
 def overlay(image: np.ndarray, output: DetectorOutput, label_spec: AnomalyLabelSpec,
-            anomaly_label: Optional[np.ndarray],
-            semantic_label: Optional[np.ndarray]) -> np.ndarray:
+            anomaly_label: Optional[np.ndarray], semantic_label: Optional[np.ndarray],
+            label_set: Optional[LabelSet] = None) -> np.ndarray:
     """Compose the overlay: input | anomaly score | prediction | ground truth.
 
     The anomaly score is the first score; the ground truth shows the anomaly labels if given,
-    else the semantic labels. Each panel is titled with :data:`PANEL_TITLES`.
+    else the semantic labels. Each panel is titled with :data:`PANEL_TITLES`. Classes take
+    the colours of ``label_set``, the model's (None: CamVid's, for callers that do not pass
+    one yet: bag replay).
     """
+    colorize = (label_set or description_label_set("camvid")).colorize
     if anomaly_label is not None:
         ground_truth = anomaly_overlay(image, anomaly_label, label_spec)
     elif semantic_label is not None:
@@ -214,8 +241,11 @@ def plot_curves(metrics: AnomalyMetrics, mode: str, out_dir: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend(loc="lower left" if x_key == "recall" else "lower right")
         fig.tight_layout()
-        fig.savefig(out_dir / file_name, dpi=110)
-        plt.close(fig)
+        try:
+            with atomic_write(out_dir / file_name) as tmp:
+                fig.savefig(tmp, dpi=110)
+        finally:
+            plt.close(fig)
 
 
 # --------------------------------------------------------------------------- reports
@@ -235,6 +265,10 @@ def _percent(value: Optional[float]) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.2f}"
 
 
+def _number(value: Optional[float]) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
 def markdown_report(report: Dict) -> str:
     """Return the ``metrics.md`` text for a ``metrics.json`` report."""
     lines = [f"# Evaluation of `{report['model']}`", "",
@@ -246,16 +280,27 @@ def markdown_report(report: Dict) -> str:
              + (f" (stopped: {report['stopped']})" if report.get("stopped") else "")
              + (f" ({len(report['problems'])} problems, see metrics.json)"
                 if report["problems"] else "")]
+    return "\n".join(lines + metric_sections(report)) + "\n"
+
+
+def metric_sections(report: Dict) -> List[str]:
+    """Return the Markdown lines of a report's anomaly and semantic metric tables.
+
+    Shared by ``dense-ood-evaluate`` and bag replay; empty when the report has neither.
+    """
+    lines: List[str] = []
     if report.get("anomaly"):
         lines += ["", f"## Pixel anomaly detection ({report['anomaly']['mode']} mode)", "",
                   f"Labels `{report['labels']}`: anomaly values {report['anomaly_values']}, "
                   f"ignored {report['ignore_values']}.", "",
-                  "| score | AP (%) | FPR95 (%) | AUROC (%) | anomaly px | inlier px |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| score | AP (%) | FPR95 (%) | AUROC (%) | threshold at TPR 95 % | anomaly px "
+                  "| inlier px |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, result in report["anomaly"]["scores"].items():
             lines.append(f"| {name} | {_percent(result['ap'])} | {_percent(result['fpr95'])} | "
-                         f"{_percent(result['auroc'])} | {result['positives']} | "
-                         f"{result['negatives']} |")
+                         f"{_percent(result['auroc'])} | "
+                         f"{_number(result.get('threshold_tpr95'))} | "
+                         f"{result['positives']} | {result['negatives']} |")
     if report.get("semantic"):
         semantic = report["semantic"]
         lines += ["", "## Semantic segmentation", "",
@@ -265,25 +310,45 @@ def markdown_report(report: Dict) -> str:
                   "| class | IoU (%) |", "|---|---:|"]
         for name, iou in semantic["per_class_iou"].items():
             lines.append(f"| {name} | {'n/a' if iou is None else f'{iou:.2f}'} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict) -> Dict:
-    """Write metrics.json, metrics.md, curve plots and accumulators; returns the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "accumulators").mkdir(exist_ok=True)
+def build_report(evaluation: Evaluation, mode: str, info: Dict) -> Dict:
+    """Return the ``metrics.json`` report of an evaluation (``info`` describes the run)."""
     report = dict(info, frames=evaluation.frames, pixels=evaluation.pixels,
                   problems=evaluation.problems, anomaly=None, semantic=None)
     if evaluation.anomaly is not None:
-        evaluation.anomaly.save(out_dir / "accumulators" / "anomaly.npz")
         report["anomaly"] = evaluation.anomaly.summary(mode)
+    if evaluation.semantic is not None:
+        report["semantic"] = evaluation.semantic.summary()
+    return _finite_or_none(report)
+
+
+def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict,
+                  report: Optional[Dict] = None, markdown: Optional[str] = None) -> Dict:
+    """Write metrics.json, metrics.md, curve plots and accumulators; returns the report.
+
+    ``report``: :func:`build_report`'s, when already made; ``markdown``: the metrics.md text
+    (default :func:`markdown_report` of the report). Each file is written atomically;
+    an earlier run's metrics.json and metrics.md are removed first and the new ones written
+    last, so a failure (OSError naming the file) never leaves a report that describes other
+    accumulators.
+    """
+    report = build_report(evaluation, mode, info) if report is None else report
+    for name in ("metrics.json", "metrics.md"):
+        (out_dir / name).unlink(missing_ok=True)
+    (out_dir / "accumulators").mkdir(parents=True, exist_ok=True)
+    if evaluation.anomaly is not None:
+        with atomic_write(out_dir / "accumulators" / "anomaly.npz") as tmp:
+            evaluation.anomaly.save(tmp)
         plot_curves(evaluation.anomaly, mode, out_dir)
     if evaluation.semantic is not None:
-        evaluation.semantic.save(out_dir / "accumulators" / "semantic.json")
-        report["semantic"] = evaluation.semantic.summary()
-    report = _finite_or_none(report)
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "metrics.md").write_text(markdown_report(report))
+        with atomic_write(out_dir / "accumulators" / "semantic.json") as tmp:
+            evaluation.semantic.save(tmp)
+    with atomic_write(out_dir / "metrics.md") as tmp:
+        tmp.write_text(markdown_report(report) if markdown is None else markdown)
+    with atomic_write(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -305,8 +370,9 @@ def _parser():
     parser.add_argument("--semantic-labels", type=Path,
                         help="folder of class-index label PNGs "
                              "(e.g. CamVid's testannot) for IoU/mIoU")
-    parser.add_argument("--semantic-ignore", type=int, default=IGNORE_INDEX,
-                        help=f"ignored value in semantic labels (default {IGNORE_INDEX})")
+    parser.add_argument("--semantic-ignore", type=int,
+                        help="ignored value in semantic labels (default: the model's label "
+                             "set's ignore index, e.g. 11 for CamVid, 255 for Cityscapes)")
     parser.add_argument("--anomaly-values", type=parse_ints, default=(1,),
                         help="comma-separated anomaly label values (default 1; RoadAnomaly: 2)")
     parser.add_argument("--ignore-values", type=parse_ints, default=(255,),
@@ -344,6 +410,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not frames:
         print("dense-ood-evaluate: error: no image has all its labels", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        check_writable_folder(args.out, "--out")
+    except OSError as exc:
+        print(f"dense-ood-evaluate: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     try:
         detector = Detector.from_model(args.model, backend=args.backend, score_names=args.scores,
@@ -352,6 +423,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, RuntimeError, ImportError, OSError) as exc:
         print(f"dense-ood-evaluate: error: cannot load model: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.semantic_ignore is None:
+        args.semantic_ignore = detector.label_set.ignore_index
+    print(f"label set {detector.label_set.name!r} ({detector.label_set.num_classes} classes: "
+          f"{', '.join(detector.label_set.class_names)}; semantic ignore value "
+          f"{args.semantic_ignore})", file=sys.stderr)
     label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
     evaluation = Evaluation(
         anomaly=AnomalyMetrics(args.scores) if args.labels else None,
@@ -373,9 +449,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             "anomaly_values": list(args.anomaly_values), "ignore_values": list(args.ignore_values),
             "semantic_labels": str(args.semantic_labels) if args.semantic_labels else None,
             "semantic_ignore": args.semantic_ignore, "metric_mode": args.metric_mode,
+            "label_set": detector.label_set.name,
             "stopped": evaluation.stopped}
-    report = write_results(evaluation, args.out, args.metric_mode, info)
+    report = build_report(evaluation, args.metric_mode, info)
     print(markdown_report(report))
+    try:
+        write_results(evaluation, args.out, args.metric_mode, info, report)
+    except OSError as exc:
+        print(f"dense-ood-evaluate: error: the results above could not be saved: {exc}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, curves, overlays and accumulators")
     if not complete:
         print(f"dense-ood-evaluate: INCOMPLETE: {evaluation.frames} "

@@ -81,7 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"wrote {onnx_path}: opset {info.opset}, "
                   f"input {'dynamic, default ' if info.dynamic_size else ''}"
                   f"{info.input_size[0]}x{info.input_size[1]}, scores {list(info.score_names)}, "
-                  f"checkpoint sha256 {info.checkpoint_sha256[:12]}")
+                  f"checkpoint sha256 {info.checkpoint_sha256[:12]}; label set "
+                  f"{info.label_set.name!r}, {info.label_set.num_classes} classes: "
+                  f"{', '.join(info.label_set.class_names)}")
         else:
             onnx_path = cached_onnx(args.model, args.cache_dir, scores, args.input_size,
                                     args.opset, args.dynamic)
@@ -96,7 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             engine = ensure_engine(onnx_path, args.engine, args.precision, args.input_size,
                                    calibration, workspace_gb=args.workspace_gb)
             print(f"engine ready: {engine} (key in {cache.record_path(engine)})")
-    except (ModelFileError, ValueError, RuntimeError, ImportError) as exc:
+    # OSError: an output that cannot be written (it names the file; nothing half-written is
+    # left under its name)
+    except (ModelFileError, ValueError, RuntimeError, ImportError, OSError) as exc:
         print(f"dense-ood-export: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -305,7 +305,9 @@ class AnomalyMetrics:
                 "precision": precision, "recall": tpr}
 
     def summary(self, mode: str = "sklearn") -> Dict[str, object]:
-        """AP, FPR95 and AUROC per score (NaN without both anomaly and inlier pixels).
+        """Per score: AP, FPR95, AUROC and the score threshold at 95 % TPR.
+
+        All are NaN without both anomaly and inlier pixels.
 
         In "sklearn" mode each score also gets the guaranteed maximum difference to
         scikit-learn's exact result on the raw scores, from pixels sharing a bin:
@@ -339,12 +341,15 @@ class AnomalyMetrics:
             result["smiyc_range"] = list(smiyc_range)
         if num_pos == 0 or num_neg == 0:
             nan = float("nan")
-            result.update(ap=nan, fpr95=nan, auroc=nan)
+            result.update(ap=nan, fpr95=nan, auroc=nan, threshold_tpr95=nan)
             return result
         tpr, fpr, precision = _rates(tp, fp)
         index95 = int(np.searchsorted(tpr, 0.95))
         result.update(ap=float(np.sum(np.diff(tpr) * precision[1:])),
                       fpr95=float(fpr[index95]),
+                      # the score from which pixels are called anomalous at that point: a
+                      # detector's mask threshold (the node's mask_threshold)
+                      threshold_tpr95=float(edges[::-1][index95 - 1]),
                       auroc=float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0))
         if mode == "sklearn":
             result.update(self._error_bounds(tp, fp, index95))

@@ -7,12 +7,15 @@ re-implements pre- or post-processing. A graph without scores (``score_names=()`
 labels output alone, to measure what the scores cost.
 
 The ONNX file carries metadata (``onnx.ModelProto.metadata_props``): format, class names,
-score names, input size, whether height/width are dynamic, opset, model name and the
-SHA-256 of the source checkpoint. It is checked with ``onnx.checker`` after export.
+the label set (names, colours, ignore index; JSON), score names, input size, whether
+height/width are dynamic, opset, model name and the SHA-256 of the source checkpoint. It is
+checked with ``onnx.checker`` after export, and written atomically
+(:func:`dense_ood_ros.io.atomic_write`).
 Every backend that runs ONNX gets its file from :func:`onnx_for_model`; ``dense-ood-export``
 is the command line over this module.
 """
 
+import io
 import json
 import logging
 import warnings
@@ -24,9 +27,10 @@ import numpy as np
 import torch
 
 from dense_ood_ros import cache
-from dense_ood_ros.checkpoint import load_model, read_checkpoint
+from dense_ood_ros.checkpoint import checkpoint_label_set, load_model, read_checkpoint
 from dense_ood_ros.graph import GRAPH_VERSION, InferenceGraph
-from dense_ood_ros.io import file_sha256
+from dense_ood_ros.io import atomic_write, file_sha256
+from dense_ood_ros.label_set import LabelSet, LabelSetError, legacy_label_set
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ class OnnxInfo:
     opset: int
     model: str
     checkpoint_sha256: str
+    #: Names, colours, ignore index; CamVid's for a file exported before label sets were
+    #: stored that has CamVid's class names (other such files are refused).
+    label_set: LabelSet
 
     def run_size(self, input_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
         """Return the input size to run at: ``input_size`` (default: the recorded one).
@@ -159,6 +166,7 @@ def export_onnx(checkpoint: Union[str, Path], onnx_path: Union[str, Path],
     import onnx
 
     segmenter, info = load_model(checkpoint)
+    label_set = checkpoint_label_set(info, checkpoint)
     input_size = tuple(int(v) for v in (input_size or info["input_size"]))
     score_names = tuple(score_names)
     graph = InferenceGraph(segmenter, score_names).eval()
@@ -172,18 +180,10 @@ def export_onnx(checkpoint: Union[str, Path], onnx_path: Union[str, Path],
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros((1, *input_size, 3), dtype=torch.uint8)
     _register_symbolics(opset)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        # Python-float constants (class count, log(C)) are meant to be baked into the graph, and
-        # the TorchScript exporter is chosen on purpose: the dynamo one needs onnxscript.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(graph, (example,), str(onnx_path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=outputs,
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
-    model = onnx.load(str(onnx_path))
     metadata = {
         "format": ONNX_FORMAT,
         "class_names": json.dumps(list(info["class_names"])),
+        "label_set": json.dumps(label_set.to_dict()),
         "score_names": json.dumps(list(score_names)),
         "input_size": json.dumps(list(input_size)),
         "dynamic_size": json.dumps(dynamic),
@@ -193,10 +193,21 @@ def export_onnx(checkpoint: Union[str, Path], onnx_path: Union[str, Path],
         "checkpoint_sha256": file_sha256(checkpoint),
         "exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}",
     }
+    exported = io.BytesIO()  # in memory: a failed write is then Python's OSError, not torch's
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # Python-float constants (class count, log(C)) are meant to be baked into the graph, and
+        # the TorchScript exporter is chosen on purpose: the dynamo one needs onnxscript.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(graph, (example,), exported, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=outputs,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    model = onnx.load_model_from_string(exported.getvalue())
     onnx.helper.set_model_props(model, metadata)
     model.producer_name = "dense_ood_ros"
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(onnx_path))
+    with atomic_write(onnx_path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
     return read_onnx_info(onnx_path)
 
 
@@ -217,18 +228,68 @@ def read_onnx_info(onnx_path: Union[str, Path]) -> OnnxInfo:
         raise ModelFileError(f"{onnx_path} was not exported by dense-ood-export (metadata "
                              f"'format' is {meta.get('format')!r}, expected {ONNX_FORMAT!r})")
     try:
-        return OnnxInfo(
-            path=onnx_path,
-            class_names=tuple(json.loads(meta["class_names"])),
-            score_names=tuple(json.loads(meta["score_names"])),
-            input_size=tuple(json.loads(meta["input_size"])),
-            dynamic_size=bool(json.loads(meta["dynamic_size"])),
-            opset=int(meta["opset"]),
-            model=meta["model"],
-            checkpoint_sha256=meta["checkpoint_sha256"],
-        )
-    except (KeyError, ValueError) as exc:
+        fields = {name: json.loads(meta[name]) for name in _JSON_METADATA}
+        fields.update(opset=int(meta["opset"]), model=meta["model"],
+                      checkpoint_sha256=meta["checkpoint_sha256"])
+    except (KeyError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"ONNX file {onnx_path} has incomplete metadata: {exc!r}") from exc
+    for name, problem in _JSON_METADATA.items():
+        if problem(fields[name]):
+            raise ModelFileError(f"ONNX file {onnx_path} has bad metadata: '{name}' is "
+                                 f"{meta[name]!r}, {problem(fields[name])}")
+    label_set = _onnx_label_set(meta, tuple(fields["class_names"]), onnx_path)
+    return OnnxInfo(path=onnx_path, class_names=tuple(fields["class_names"]),
+                    label_set=label_set,
+                    score_names=tuple(fields["score_names"]),
+                    input_size=tuple(fields["input_size"]), dynamic_size=fields["dynamic_size"],
+                    opset=fields["opset"], model=fields["model"],
+                    checkpoint_sha256=fields["checkpoint_sha256"])
+
+
+def _onnx_label_set(meta, class_names, onnx_path: Path) -> LabelSet:
+    """Read the ``label_set`` metadata (a file exported before it was stored: legacy rules)."""
+    if "label_set" not in meta:
+        try:
+            return legacy_label_set(class_names, f"ONNX file {onnx_path}",
+                                    "export it again from a checkpoint that has one (python "
+                                    "-m training.label_set --dataset {dataset} CHECKPOINT)")
+        except LabelSetError as exc:
+            raise ModelFileError(str(exc)) from None
+    try:
+        label_set = LabelSet.from_dict(json.loads(meta["label_set"]),
+                                       f"ONNX file {onnx_path} metadata")
+    except (ValueError, RecursionError) as exc:  # LabelSetError and JSON errors
+        raise ModelFileError(f"ONNX file {onnx_path} has bad metadata: 'label_set': "
+                             f"{exc}") from exc
+    if label_set.class_names != class_names:
+        raise ModelFileError(f"ONNX file {onnx_path} has bad metadata: 'label_set' has the "
+                             f"classes {list(label_set.class_names)}, 'class_names' "
+                             f"{list(class_names)}")
+    return label_set
+
+
+def _names_problem(value) -> str:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        return "expected a JSON list of names"
+    return ""
+
+
+def _size_problem(value) -> str:
+    if not (isinstance(value, list) and len(value) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and side > 0
+                    for side in value)):
+        return "expected [height, width], positive integers"
+    return ""
+
+
+#: The metadata stored as JSON, with what checks its value (returns the problem, or '').
+_JSON_METADATA = {
+    "class_names": lambda value: _names_problem(value) or (
+        "" if value else "expected at least one class name"),
+    "score_names": _names_problem,
+    "input_size": _size_problem,
+    "dynamic_size": lambda value: "" if isinstance(value, bool) else "expected true or false",
+}
 
 
 def cached_onnx(checkpoint: Union[str, Path], cache_dir: Union[str, Path, None] = None,

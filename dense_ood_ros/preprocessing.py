@@ -67,7 +67,7 @@ def resize_outputs(labels: np.ndarray, scores: np.ndarray, frame_size: Tuple[int
     if labels.shape == (height, width):
         return labels, scores
     labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    scores = (np.stack([cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR)
-                        for s in scores])
-              if len(scores) else np.zeros((0, height, width), np.float32))
-    return labels, scores
+    resized = np.empty((len(scores), height, width), np.float32)
+    for score, out in zip(scores, resized):  # straight into the result: no stacking copy
+        cv2.resize(score, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
+    return labels, resized

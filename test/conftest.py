@@ -80,8 +80,8 @@ def camvid_paste_frames(tmp_path_factory) -> Path:
     """Three CamVid-Paste test frames (images/, labels/, semantic/, manifest.json), seed 0."""
     from training.data import camvid_paste
 
-    if not (camvid_paste.DEFAULT_CAMVID.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()):
+    if not (CAMVID_DIR.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()):
         pytest.skip("needs ../shared/data/camvid and ../shared/data/coco128_panoptic")
     out = tmp_path_factory.mktemp("camvid_paste")
-    camvid_paste.generate("test", out, seed=0, limit=3, progress=False)
+    camvid_paste.generate("test", out, seed=0, limit=3, root=CAMVID_DIR, progress=False)
     return out

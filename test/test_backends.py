@@ -366,7 +366,7 @@ def test_auto_hands_each_candidate_only_the_options_it_takes(monkeypatch, checkp
     with pytest.raises(RuntimeError, match="no backend can run"):
         make_backend("auto", checkpoint, threads=3, precision="int8", device="cuda")
     assert received == [("torch", {"device": "cuda", "threads": 3, "precision": "fp16"}),
-                        ("onnxruntime", {"device": "cpu", "threads": 3}),
+                        ("onnxruntime", {"device": "cpu", "threads": 3, "precision": "int8"}),
                         ("torch", {"device": "cpu", "threads": 3, "precision": "fp32"})]
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from dense_ood_ros import benchmark
-from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, default_backends,
-                                     latency_stats, main, parse_spec, ratios)
+from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, LoadMeter, best_of,
+                                     default_backends, latency_stats, main, parse_spec, ratios,
+                                     wait_until_quiet)
 
 
 def test_latency_stats():
@@ -32,6 +33,30 @@ def test_parse_spec():
     with pytest.raises(ValueError, match="'tensorrt:fp16:cuda' has 2 options, but tensorrt takes "
                                          "at most 1: tensorrt:precision"):
         parse_spec("tensorrt:fp16:cuda")
+
+
+def test_parse_spec_takes_onnxruntime_precision_and_named_options():
+    assert parse_spec("onnxruntime:cpu:int8") == ("onnxruntime", {"device": "cpu",
+                                                                  "precision": "int8"})
+    assert parse_spec("onnxruntime:cpu:fp32:spinning=1:threads=1") == (
+        "onnxruntime", {"device": "cpu", "precision": "fp32", "spinning": True, "threads": 1})
+    assert parse_spec("onnxruntime:::optimization=basic") == ("onnxruntime",
+                                                              {"optimization": "basic"})
+    with pytest.raises(ValueError, match="no named option 'warp'"):
+        parse_spec("onnxruntime:cpu:warp=9")
+    with pytest.raises(ValueError, match="spinning must be one of"):
+        parse_spec("onnxruntime:cpu:spinning=maybe")
+    with pytest.raises(ValueError, match="has 3 options"):
+        parse_spec("onnxruntime:cpu:int8:extra")
+
+
+def test_load_meter_and_quiet_wait_report_other_processes_cpu():
+    with LoadMeter() as meter:
+        sum(range(10000))
+    assert isinstance(meter.other_cores, float) and meter.other_cores >= 0.0
+    waited, load = wait_until_quiet(max_other_cores=1e9, timeout_s=5.0, sample_s=0.01)
+    assert 0.0 <= waited < 5.0 and load >= 0.0  # any load is quiet enough: one sample
+    assert latency_stats([0.002, 0.001, 0.003])["min_ms"] == pytest.approx(1.0)
 
 
 def test_default_backends_add_every_gpu_backend_available(monkeypatch):
@@ -72,7 +97,7 @@ def test_ratios_compare_with_torch_and_labels_only():
 
 def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    specs = "torch:cpu,onnxruntime:cpu"
+    specs = "torch:cpu,onnxruntime:cpu,onnxruntime:cpu:fp32:spinning=1"
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -80,7 +105,8 @@ def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, ca
     code = main(["--model", str(checkpoint), "--backends", specs, "--sizes", "64x96",
                  "--frame-size", "96x128", "--frames", str(camvid_dir / "test"),
                  "--num-frames", "2", "--warmup", "1", "--iters", "2", "--threads", "1",
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "bench")])
+                 "--cache-dir", str(tmp_path / "cache"), "--node", "--retries", "1",
+                 "--rounds", "2", "--out", str(tmp_path / "bench")])
     assert code == 0
     report = json.loads(out_json.read_text())
     assert {"cpu", "logical_cpus", "gpus", "torch", "onnxruntime",
@@ -95,7 +121,9 @@ def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, ca
         for timing in timings:
             assert timing["iterations"] == 2 and timing["fps"] > 0
             assert timing["p50_ms"] <= timing["p95_ms"] <= timing["p99_ms"]
-        assert r["rss_mb"] > 0 and r["input_size"] == [64, 96]
+        assert r["rss_mb"] > 0 and r["input_size"] == [64, 96] and r["other_cores"] >= 0.0
+    assert any("spinning" in r.get("describe", "") for r in report["results"])
+    assert report["settings"]["node"] is True and report["settings"]["rounds"] == 2
     assert {q["kind"] for q in report["ratios"]} == {THROUGHPUT, SCORE_COST}
     table = out_md.read_text()
     assert "| backend | input | graph | e2e FPS" in table and "Machine:" in table
@@ -108,3 +136,19 @@ def test_benchmark_rejects_bad_arguments(checkpoint, tmp_path, capsys):
     assert "openvino" in capsys.readouterr().err
     assert main(["--model", str(checkpoint), "--frames", str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_best_of_rounds_keeps_each_rows_fastest_timings():
+    def row(e2e, infer, graph="jsd"):
+        result = {"backend": "onnxruntime:cpu", "graph": graph, "input_size": [64, 96],
+                  "inference": {"p50_ms": infer}}
+        if e2e is not None:
+            result["end_to_end"] = {"p50_ms": e2e}
+        return result
+
+    error = {"backend": "tensorrt:fp16", "graph": "jsd", "error": "no GPU"}
+    merged = best_of([[row(10.0, 8.0), row(None, 7.0, LABELS_ONLY), error],
+                      [row(12.0, 6.0), row(None, 9.0, LABELS_ONLY), error]])
+    assert merged[0]["inference"]["p50_ms"] == 6.0 and merged[0]["end_to_end"]["p50_ms"] == 10.0
+    assert merged[1]["inference"]["p50_ms"] == 7.0 and "end_to_end" not in merged[1]
+    assert merged[2]["error"] == "no GPU" and merged[0]["rounds"] == 2

@@ -7,11 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from dense_ood_ros.classes import colorize
-from dense_ood_ros.ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, render_result
+from dense_ood_ros.label_set import description_label_set
+from dense_ood_ros.ros.demo import FOOTER_HEIGHT, GAP, TITLE_HEIGHT, footer_height, render_result
 from dense_ood_ros.visualization import heat_map, score_range
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
+CAMVID = description_label_set("camvid")
 
 
 def test_shipped_demo_frames_are_small_camvid_jpegs_with_attribution():
@@ -35,13 +36,28 @@ def test_result_picture_shows_input_segmentation_and_heat_map_side_by_side():
     rgb = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     labels = rng.integers(0, 11, (120, 160), dtype=np.uint8)
     score = np.tile(np.linspace(0, 1, 160, dtype=np.float32), (120, 1))
-    picture = render_result(rgb, colorize(labels), score, "jsd", "frame.jpg: 10 ms")
+    picture = render_result(rgb, CAMVID.colorize(labels), score, "jsd", "frame.jpg: 10 ms",
+                            CAMVID)
     assert picture.shape == (TITLE_HEIGHT + 120 + FOOTER_HEIGHT, 3 * 160 + 2 * GAP, 3)
     rows = slice(TITLE_HEIGHT, TITLE_HEIGHT + 120)
     np.testing.assert_array_equal(picture[rows, :160], rgb)
     np.testing.assert_array_equal(picture[rows, 2 * (160 + GAP):], heat_map(score, (0.0, 1.0)))
     overlay = picture[rows, 160 + GAP:2 * 160 + GAP].astype(int)
-    assert np.abs(overlay - colorize(labels)).mean() < np.abs(overlay - rgb).mean()
+    assert np.abs(overlay - CAMVID.colorize(labels)).mean() < np.abs(overlay - rgb).mean()
+
+
+def test_the_legend_shows_the_label_sets_classes_in_their_colours():
+    cityscapes = description_label_set("cityscapes")
+    rgb = np.zeros((120, 640, 3), np.uint8)
+    score = np.zeros((120, 640), np.float32)
+    picture = render_result(rgb, rgb, score, "jsd", "", cityscapes)
+    assert footer_height(CAMVID) == FOOTER_HEIGHT < footer_height(cityscapes)
+    footer = picture[TITLE_HEIGHT + 120:, 640 + GAP:2 * 640 + GAP]
+    assert footer.shape[0] == footer_height(cityscapes)
+    colours = {tuple(c) for c in footer.reshape(-1, 3)}
+    assert set(cityscapes.colors) <= colours  # every class's swatch, the last row too
+    assert (0, 0, 142) not in {tuple(c) for c in render_result(
+        rgb, rgb, score, "jsd", "", CAMVID)[TITLE_HEIGHT + 120:].reshape(-1, 3)}
 
 
 @pytest.mark.ros

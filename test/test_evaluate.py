@@ -7,19 +7,21 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import CAMVID_DIR
 from dense_ood_ros.checkpoint import save_checkpoint
-from dense_ood_ros.classes import CAMVID_CLASSES
 from dense_ood_ros.detector import DetectorOutput
 from dense_ood_ros.evaluate import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, AnomalyLabelSpec,
                                     Evaluation, evaluate_frames, find_frames, main)
 from dense_ood_ros.io import read_label
+from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics
 from dense_ood_ros.models import build_model
 from training.data import camvid_paste
 
 SCORES = ("jsd", "msp", "maxlogit", "entropy")
+CAMVID = description_label_set("camvid")
 needs_data = pytest.mark.skipif(
-    not (camvid_paste.DEFAULT_CAMVID.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()),
+    not (CAMVID_DIR.is_dir() and camvid_paste.DEFAULT_COCO.is_dir()),
     reason="needs ../shared/data/camvid and ../shared/data/coco128_panoptic")
 
 
@@ -27,7 +29,7 @@ needs_data = pytest.mark.skipif(
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "small.pt"
     save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", 11, pretrained=False),
-                    "efficientnet_lite0_swiftnet", CAMVID_CLASSES, (360, 480), {})
+                    "efficientnet_lite0_swiftnet", CAMVID, (360, 480), {})
     return path
 
 
@@ -80,7 +82,8 @@ def test_end_to_end_on_camvid_paste(checkpoint, camvid_paste_frames, tmp_path):
             assert 0.0 <= result[key] <= 1.0, (name, key)
     semantic = report["semantic"]
     assert (0.0 <= semantic["miou"] <= 100.0
-            and list(semantic["per_class_iou"]) == list(CAMVID_CLASSES))
+            and list(semantic["per_class_iou"]) == list(CAMVID.class_names))
+    assert report["semantic_ignore"] == 11 and report["label_set"] == "camvid"  # the model's
     markdown = (out / "metrics.md").read_text()
     assert all(f"| {name} |" in markdown for name in SCORES) and "mIoU" in markdown
 

@@ -192,3 +192,16 @@ def test_semantic_metrics_merge_and_round_trip(tmp_path):
     assert SemanticMetrics.load(tmp_path / "semantic.json").confusion.tolist() == [[2, 0], [1, 1]]
     with pytest.raises(ValueError, match="cannot merge"):
         first.merge(SemanticMetrics(["a", "c"], 2))
+
+
+def test_threshold_at_95_percent_tpr_keeps_95_percent_of_the_anomalies():
+    rng = np.random.default_rng(3)
+    anomalies, inliers = rng.uniform(0.2, 1.0, 20_000), rng.uniform(0.0, 0.6, 20_000)
+    metrics = AnomalyMetrics(["jsd"])
+    metrics.update({"jsd": np.concatenate([anomalies, inliers])},
+                   np.concatenate([np.ones(20_000, bool), np.zeros(20_000, bool)]))
+    result = metrics.summary()["scores"]["jsd"]
+    threshold = result["threshold_tpr95"]
+    assert (anomalies >= threshold).mean() >= 0.95
+    assert abs(threshold - np.quantile(anomalies, 0.05)) < 1e-3
+    assert abs((inliers >= threshold).mean() - result["fpr95"]) < 1e-3

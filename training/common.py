@@ -2,6 +2,7 @@
 
 import csv
 import ctypes
+import io
 import os
 import random
 import time
@@ -12,12 +13,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
+from dense_ood_ros.checkpoint import CheckpointError, check_torch_archive
 from dense_ood_ros.host import available_cpu_count
+from dense_ood_ros.io import atomic_write
 from dense_ood_ros.metrics import SemanticMetrics
 from dense_ood_ros.preprocessing import Normalize
+from training.data.dataset import prepare_workers
 
 
 def seed_everything(seed: int) -> None:
@@ -123,31 +127,40 @@ class CsvLog:
 
 
 def save_state(path: Path, state: Dict) -> None:
-    """Atomic save of a resumable training state."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Atomic save of a resumable training state; an OSError names ``path``."""
+    serialized = io.BytesIO()  # in memory: a failed write is then an OSError, not torch's
+    torch.save(state, serialized)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(serialized.getbuffer())
 
 
 def load_state(path: Path) -> Optional[Dict]:
+    """Load a training state (None when there is none); CheckpointError names a bad file."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    check_torch_archive(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(f"cannot read training state {path}: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 @torch.no_grad()
-def evaluate_segmentation(model: nn.Module, dataset, desc: str) -> Dict:
-    """Measure the mIoU of ``model`` (normalised NCHW -> logits) on CamVid-style full frames.
+def evaluate_segmentation(model: nn.Module, dataset, desc: str, num_workers: int = 0) -> Dict:
+    """Measure the mIoU of ``model`` (normalised NCHW -> logits) on a dataset's full frames.
 
-    The frames go to the model's device.
+    The classes and ignore index are the dataset's label set; the frames go to the model's
+    device, read ahead by ``num_workers`` worker processes.
     """
     device = next(model.parameters()).device
     normalize = Normalize().to(device)
-    metrics = SemanticMetrics(CAMVID_CLASSES, IGNORE_INDEX)
+    metrics = SemanticMetrics(dataset.label_set.class_names, dataset.label_set.ignore_index)
     was_training = model.training
     model.eval()
-    for index in tqdm(range(len(dataset)), desc=desc, leave=False):
-        image, label = dataset[index]
+    prepare_workers(num_workers)
+    frames = DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    for image, label in tqdm(frames, desc=desc, leave=False):
         logits = model(normalize(image[None].to(device)))
         metrics.update(logits.argmax(1)[0].cpu().numpy(), label.numpy())
     model.train(was_training)

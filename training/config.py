@@ -1,17 +1,31 @@
-"""Training configuration: YAML -> dataclasses, validated at load with errors that name the key."""
+"""Training configuration: YAML -> dataclasses, validated at load with errors that name the key.
+
+Every field is checked against its type hint (numbers finite, integers without a fraction,
+counts and sizes at least :data:`MINIMUMS`); a problem is a :class:`ConfigError` naming the
+file or the key, never another exception (``test/test_fuzz_inputs.py`` fuzzes this).
+"""
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field, fields
+import math
+import reprlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from training.data.description import DatasetDescriptionError, load_description
 
 
 @dataclass
 class DataConfig:
-    root: str = "../shared/data/camvid"
+    # Dataset description: a built-in name (dense_ood_ros/datasets/<name>.yaml) or a YAML path.
+    dataset: str = "camvid"
+    root: str = ""  # data folder; empty: the description's root
+    # Splits evaluated at the end of a segmentation stage; the first also every eval_every
+    # epochs.
+    eval_splits: List[str] = field(default_factory=lambda: ["val", "test"])
     crop_size: Tuple[int, int] = (288, 384)
     scale_range: Tuple[float, float] = (0.75, 1.25)
     batch_size: int = 8
@@ -20,6 +34,8 @@ class DataConfig:
     limit_eval: Optional[int] = None
     # Decode the training frames once and keep them in memory (CamVid train: 367 frames,
     # ~250 MB); the augmentation is the same, so a run is bit-identical with or without it.
+    # Off for datasets that do not fit: frames are then read as they stream, by num_workers
+    # worker processes.
     cache_in_memory: bool = True
 
 
@@ -110,93 +126,185 @@ class TrainConfig:
 
 KNOWN_STAGES = ("ce", "flow", "nflowjs")
 DEVICES = ("auto", "cpu", "cuda")
+#: Smallest value of the integer keys that count or size something (each element of a list).
+MINIMUMS = {
+    "threads": 1, "data.batch_size": 1, "data.num_workers": 0, "data.limit_train": 1,
+    "data.limit_eval": 1, "data.crop_size": 1, "model.input_size": 1, "ce.epochs": 0,
+    "ce.eval_every": 1, "flow.levels": 1, "flow.steps_per_level": 1, "flow.hidden": 1,
+    "flow.pretrain_steps": 0, "flow.patch_size": 1, "flow.batch_size": 1,
+    "flow.checkpoint_every": 1, "nflowjs.epochs": 0, "nflowjs.side_range": 1,
+    "nflowjs.side_step": 1, "nflowjs.reference_crop": 1, "nflowjs.sample_scales": 1,
+    "nflowjs.eval_every": 1,
+}
+#: Error messages show at most this much of a bad value (a YAML alias can expand to a
+#: structure of billions of elements).
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 2
+
+
+class ConfigError(ValueError):
+    """A training config (file, key or ``--set`` override) that cannot be used.
+
+    The message names the file or the key.
+    """
+
+
+def _key_error(key: str, problem: str, value: Any) -> ConfigError:
+    return ConfigError(f"config key '{key}' {problem}, got {_SHOW.repr(value)}")
+
+
+def _number(key: str, value: Any, kind: type) -> Union[int, float]:
+    """Check and convert a number: an int (a float without a fraction is taken), or a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _key_error(key, "must be a number", value)
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise _key_error(key, "must be an integer", value)
+            value = int(value)
+        if key in MINIMUMS and value < MINIMUMS[key]:
+            raise _key_error(key, f"must be at least {MINIMUMS[key]}", value)
+        return value
+    try:
+        value = float(value)
+    except OverflowError:  # a huge int
+        raise _key_error(key, "must be a finite number", value) from None
+    if not math.isfinite(value):
+        raise _key_error(key, "must be a finite number", value)
+    return value
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type hint of its field and convert it."""
+    origin, args = get_origin(hint), get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(key, value, next(arg for arg in args if arg is not type(None)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _key_error(key, "must be true or false", value)
+        return value
+    if hint in (int, float):
+        return _number(key, value, hint)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _key_error(key, "must be a string", value)
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _key_error(key, f"must be a list of {len(args)} numbers", value)
+        return tuple(_convert(key, item, arg) for item, arg in zip(value, args))
+    if origin is list:
+        if not isinstance(value, list):
+            raise _key_error(key, "must be a list", value)
+        return [_convert(key, item, args[0]) for item in value]
+    raise TypeError(f"config field '{key}' has a type the loader does not know: {hint}")
 
 
 def _build(cls, values: Dict[str, Any], where: str):
     if not isinstance(values, dict):
-        raise ValueError(f"config key '{where}' must be a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+        raise ConfigError(f"config key '{where}' must be a mapping, "
+                          f"got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    unknown = sorted((k for k in values if k not in hints), key=str)
     if unknown:
-        raise ValueError("unknown config key(s) "
-                         f"{', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}".lstrip(".")
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, key)
-        elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)) or len(value) != len(default):
-                raise ValueError(f"config key '{key}' must be a list of {len(default)} numbers, "
-                                 f"got {value!r}")
-            kwargs[name] = tuple(type(d)(v) for d, v in zip(default, value))
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"config key '{key}' must be true or false, got {value!r}")
-            kwargs[name] = value
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"config key '{key}' must be a number, got {value!r}")
-            kwargs[name] = type(default)(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        raise ConfigError("unknown config key(s) "
+                          f"{', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}")
+    return cls(**{name: _convert(f"{where}.{name}".lstrip("."), value, hints[name])
+                  for name, value in values.items()})
 
 
 def parse_overrides(items: List[str]) -> Dict[str, Any]:
     """Parse ``--set`` overrides; values are parsed as YAML.
 
     ``["ce.epochs=1", "stages=[ce]"]`` -> ``{"ce.epochs": 1, "stages": ["ce"]}``.
+    ConfigError (a ValueError) names an item without a key or with a value that is not YAML.
     """
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"--set {key}: the value is not valid YAML: "
+                              f"{str(exc).splitlines()[0]}") from None
     return overrides
 
 
-def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
-    """Read a YAML training config.
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    """Return the mapping a YAML config file holds; ConfigError names the file."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"training config {path} is not valid YAML: "
+                          + " ".join(str(exc).split())) from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"cannot read training config {path}: {exc}") from None
+    if values is None:  # an empty file: the defaults
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"training config {path} must be a mapping of config keys, "
+                          f"got {type(values).__name__} {_SHOW.repr(values)}")
+    return values
 
-    Unknown keys and wrong types raise ValueError naming the key.
+
+def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Read a YAML training config; ``overrides``: dotted keys to values (``--set``).
+
+    A missing file raises FileNotFoundError; any other problem (not YAML, not a mapping, an
+    unknown key, a wrong type or value, an override below a key that is not a mapping) raises
+    :class:`ConfigError`, a ValueError naming the file or the key.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = _read_yaml(path)
     for dotted, value in (overrides or {}).items():
         node = values
         *parents, leaf = dotted.split(".")
-        for parent in parents:
+        for depth, parent in enumerate(parents):
             node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise _key_error(".".join(parents[:depth + 1]),
+                                 f"must be a mapping to override '{dotted}'", node)
         node[leaf] = value
     config = _build(TrainConfig, values, "")
     bad = [s for s in config.stages if s not in KNOWN_STAGES]
     if bad:
-        raise ValueError(f"config key 'stages' has unknown stage(s) {bad}; "
-                         f"known: {list(KNOWN_STAGES)}")
+        raise ConfigError(f"config key 'stages' has unknown stage(s) {_SHOW.repr(bad)}; "
+                          f"known: {list(KNOWN_STAGES)}")
     for key, (low, high) in (("data.scale_range", config.data.scale_range),
                              ("flow.scale_range", config.flow.scale_range)):
         if not 0 < low <= high:
-            raise ValueError(f"config key '{key}' must be [low, high] with 0 < low <= high, "
-                             f"got {[low, high]}")
-    if config.threads is not None and (not isinstance(config.threads, int)
-                                       or isinstance(config.threads, bool) or config.threads < 1):
-        raise ValueError(f"config key 'threads' must be a positive integer or null, "
-                         f"got {config.threads!r}")
+            raise ConfigError(f"config key '{key}' must be [low, high] with 0 < low <= high, "
+                              f"got {[low, high]}")
+    low, high = config.nflowjs.side_range
+    if low > high:
+        raise ConfigError(f"config key 'nflowjs.side_range' must be [low, high] with "
+                          f"low <= high, got {[low, high]}")
     if config.device not in DEVICES:
-        raise ValueError(f"config key 'device' must be one of {list(DEVICES)}, "
-                         f"got {config.device!r}")
-    scales = config.nflowjs.sample_scales
-    if not isinstance(scales, list) or not scales or not all(isinstance(s, int)
-                                                             and not isinstance(s, bool)
-                                                             and s >= 1 for s in scales):
-        raise ValueError(f"config key 'nflowjs.sample_scales' must be a non-empty list of "
-                         f"integers >= 1, "
-                         f"got {scales!r}")
+        raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
+                          f"got {_SHOW.repr(config.device)}")
+    if not config.nflowjs.sample_scales:
+        raise ConfigError("config key 'nflowjs.sample_scales' must be a non-empty list of "
+                          "integers >= 1, got []")
+    multiple = 2 ** config.flow.levels  # the flow samples patches of multiples of this
+    if "nflowjs" in config.stages and min(config.data.crop_size) < multiple:
+        raise ConfigError(f"config key 'data.crop_size' must be at least {multiple} on each side "
+                          f"for nflowjs (the flow's patch granularity, 2 ** flow.levels), got "
+                          f"{list(config.data.crop_size)}")
+    if not config.data.eval_splits:
+        raise ConfigError("config key 'data.eval_splits' must name at least one split, got []")
+    try:
+        load_description(config.data.dataset)
+    except DatasetDescriptionError as exc:
+        raise ConfigError(f"config key 'data.dataset': {exc}") from None
     return config
 
 

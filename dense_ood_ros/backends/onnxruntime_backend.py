@@ -3,7 +3,13 @@
 Execution providers, best first, among those the installed onnxruntime offers:
 ``device="auto"``: TensorRT EP, CUDA EP, CPU; ``"cuda"``: TensorRT EP, CUDA EP (an error
 when neither loads); ``"cpu"``: CPU only. The CPU session uses all graph optimisations
-(``ORT_ENABLE_ALL``), sequential execution and one intra-op thread per available core.
+(``ORT_ENABLE_ALL``), sequential execution and one intra-op thread per available core; no
+busy-waiting (spinning) unless asked (``spinning=True``). ``docs/cpu_profile.md`` measures
+each of these settings on two cores.
+
+``precision="int8"`` runs the statically quantized graph of :mod:`dense_ood_ros.quantization`
+(built once, calibrated on real frames, cached beside the fp32 export); ``fp32`` (default) the
+export itself. An ``.onnx`` file that is already INT8 runs as it is.
 The TensorRT EP caches its engines in a folder of their own per ONNX file checksum (its own
 cache key does not cover the weights).
 
@@ -29,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 DEVICES = ("auto", "cpu", "cuda")
+#: Precisions: the fp32 export, or its INT8 quantization (:mod:`dense_ood_ros.quantization`).
+PRECISIONS = ("fp32", "int8")
+#: Graph optimisation levels by name (ONNX Runtime's ``GraphOptimizationLevel``).
+OPTIMIZATION_LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 #: How to get the GPU providers (README, "Acceleration", says the same).
 GPU_BUILD_HINT = ("for the GPU build: pip uninstall onnxruntime onnxruntime-gpu, then pip "
                   "install onnxruntime-gpu (both packages install the module onnxruntime, so "
@@ -71,8 +82,13 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     suffixes = (".pt", ".onnx")
     #: ``device``: see :func:`select_providers`; ``threads``: intra-op threads (default: available
-    #: cores).
-    options = {"device": DEVICES, "threads": None, "precision": ("fp32",)}
+    #: cores); ``precision``: fp32 (default) or int8; ``calibration``: a
+    #: :class:`~dense_ood_ros.backends.calibration.CalibrationSettings` for int8 (default:
+    #: :func:`dense_ood_ros.quantization.default_calibration`); ``spinning``: intra-op threads
+    #: busy-wait for work (default False); ``optimization``: ONNX Runtime's graph optimisation
+    #: level (default ``all``).
+    options = {"device": DEVICES, "threads": None, "precision": PRECISIONS, "calibration": None,
+               "spinning": (False, True), "optimization": tuple(OPTIMIZATION_LEVELS)}
 
     @classmethod
     def unavailable_reason(cls, device: str = "auto", **options) -> Optional[str]:
@@ -89,30 +105,56 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_model(cls, model_path: Path, request: BuildRequest, device: str = "auto",
-                   threads: Optional[int] = None, precision: str = "fp32") -> "OnnxRuntimeBackend":
+                   threads: Optional[int] = None, precision: Optional[str] = None,
+                   calibration=None, spinning: bool = False,
+                   optimization: str = "all") -> "OnnxRuntimeBackend":
+        # Imported here: quantization imports the backends package (calibration frames).
+        from dense_ood_ros.quantization import cached_int8_onnx, onnx_precision
+
         onnx_path = onnx_for_model(model_path, request.score_names, request.input_size,
                                    request.cache_dir, request.status)
-        return cls(onnx_path, request.input_size, device, threads, request.cache_dir)
+        declared = onnx_precision(onnx_path)
+        if precision == "int8" and declared == "fp32":
+            onnx_path = cached_int8_onnx(onnx_path, calibration, request.input_size,
+                                         request.cache_dir, request.status)
+        elif precision is not None and precision != declared:
+            raise ValueError(f"ONNX file {onnx_path} is {declared}; precision {precision} was "
+                             "asked for (run the fp32 export, or quantize that)")
+        return cls(onnx_path, request.input_size, device, threads, request.cache_dir, spinning,
+                   optimization)
 
     def __init__(self, onnx_path: Union[str, Path], input_size: Optional[Tuple[int, int]] = None,
                  device: str = "auto", threads: Optional[int] = None,
-                 cache_dir: Union[str, Path, None] = None):
+                 cache_dir: Union[str, Path, None] = None, spinning: bool = False,
+                 optimization: str = "all"):
         import onnxruntime as ort
 
+        from dense_ood_ros.quantization import onnx_precision
+
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"unknown onnxruntime optimization level {optimization!r}; choose "
+                             f"one of {list(OPTIMIZATION_LEVELS)}")
         info = read_onnx_info(onnx_path)
         self.onnx_path = Path(onnx_path)
         self.class_names = info.class_names
+        self.label_set = info.label_set
         self.score_names = info.score_names
         self.input_size = info.run_size(input_size)
+        self.precision = onnx_precision(onnx_path)
         self.threads = threads or available_cpu_count()
+        self.spinning = bool(spinning)
+        self.optimization = optimization
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                   OPTIMIZATION_LEVELS[optimization])
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        # No busy-waiting between runs: on a robot the cores idle between camera frames belong
-        # to the other nodes (and interleaved benchmark runs must not steal each other's cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No busy-waiting between runs by default: on a robot the cores idle between camera
+        # frames belong to the other nodes (and interleaved benchmark runs must not steal each
+        # other's cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if self.spinning else "0")
         options.log_severity_level = 3  # errors only; provider fallbacks are reported below
         providers = select_providers(device, ort.get_available_providers())
         options_per_provider = [provider_options(p, onnx_path, cache_dir) for p in providers]
@@ -145,4 +187,7 @@ class OnnxRuntimeBackend(Backend):
         provider = self.providers[0].replace("ExecutionProvider", "")
         threads = (f", {self.threads} thread{'s' * (self.threads != 1)}" if provider == "CPU"
                    else "")
-        return f"onnxruntime ({provider}{threads}, {self.onnx_path.name})"
+        extra = "".join(part for part, on in ((", spinning", self.spinning),
+                                              (f", optimization {self.optimization}",
+                                               self.optimization != "all")) if on)
+        return f"onnxruntime ({provider}{threads}, {self.precision}{extra}, {self.onnx_path.name})"

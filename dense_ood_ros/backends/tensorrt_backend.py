@@ -13,14 +13,17 @@ Engines are cached with a JSON record (see :mod:`dense_ood_ros.cache`)
 holding the GPU name and compute capability, TensorRT version, precision, input shape,
 ONNX checksum and, for INT8, the calibration data id; any mismatch rebuilds the engine.
 The record also carries class names, score names and the source ONNX path, so an engine
-file is self-describing.
+file is self-describing. A cached engine that is truncated or corrupt (checksum), or whose
+record is missing, unreadable or lacks a field, is rebuilt with the reason reported; an
+engine file given directly without a usable record is refused (:class:`ModelFileError`
+naming it), one TensorRT cannot deserialize too, and a cached one of those is rebuilt once.
 """
 
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationS
                                                 make_calibrator)
 from dense_ood_ros.cache import StatusCallback
 from dense_ood_ros.io import file_sha256
+from dense_ood_ros.label_set import LabelSet, LabelSetError, legacy_label_set
 from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
                                       onnx_for_model, read_onnx_info)
 
@@ -242,6 +246,7 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
                                 f"{engine_path.name} in {elapsed:.0f} s")
 
     extra = {"onnx": str(Path(onnx_path).resolve()), "class_names": list(info.class_names),
+             "label_set": info.label_set.to_dict(),
              "score_names": list(info.score_names),
              "calibration": None if calibration is None else {
                  "image_dir": str(Path(calibration.image_dir).resolve()),
@@ -255,16 +260,75 @@ def _recorded_calibration(engine_path: Path) -> CalibrationSettings:
 
     With them the engine is rebuilt without asking for them again.
     """
+    settings = None
     try:
         recorded = cache.read_record(engine_path).get("calibration")
-    except ValueError:
-        recorded = None
-    if not recorded or not Path(recorded["image_dir"]).is_dir():
+        settings = CalibrationSettings(Path(recorded["image_dir"]), recorded["count"],
+                                       recorded["method"], recorded["batch_size"])
+    except (ValueError, TypeError, KeyError, AttributeError):  # no record, or a mangled one
+        pass
+    if settings is None or not settings.image_dir.is_dir():
         raise ValueError(f"no valid INT8 engine at {engine_path} and no calibration "
                          "data to build one: prebuild it with dense-ood-export "
                          "--engine ... --precision int8 --calib-dir DIR")
-    return CalibrationSettings(Path(recorded["image_dir"]), recorded["count"], recorded["method"],
-                               recorded["batch_size"])
+    return settings
+
+
+def _record_problems(record: Dict[str, Any]) -> List[str]:
+    """Name the fields of an engine record that are missing or of the wrong type."""
+    key = record["key"]
+
+    def names(value) -> bool:
+        return isinstance(value, list) and all(isinstance(name, str) for name in value)
+
+    shape = key.get("input_shape")
+    checks = {
+        "key.precision": key.get("precision") in PRECISIONS,
+        "key.input_shape": (isinstance(shape, list) and len(shape) == 4
+                            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                    for v in shape)),
+        "key.onnx_sha256": isinstance(key.get("onnx_sha256"), str),
+        "key.calibration_id": isinstance(key.get("calibration_id", ""), str),
+        "class_names": names(record.get("class_names")) and bool(record.get("class_names")),
+        "score_names": names(record.get("score_names")),
+        "onnx": isinstance(record.get("onnx", ""), str),
+    }
+    return [name for name, valid in checks.items() if not valid]
+
+
+def read_engine_record(engine_path: Union[str, Path]) -> Dict[str, Any]:
+    """Read an engine's record and check its fields; :class:`ModelFileError` names the engine."""
+    engine_path = Path(engine_path)
+    try:
+        record = cache.read_record(engine_path)
+    except ValueError as exc:
+        raise ModelFileError(f"engine {engine_path} has no usable record ({exc}); "
+                             "build engines with dense-ood-export --engine") from None
+    problems = _record_problems(record)
+    if problems:
+        raise ModelFileError(f"engine {engine_path} has no usable record "
+                             f"({cache.record_path(engine_path)} lacks valid "
+                             f"{', '.join(problems)}); build engines with dense-ood-export "
+                             "--engine")
+    return record
+
+
+def engine_label_set(record: Dict[str, Any], engine_path: Union[str, Path]) -> LabelSet:
+    """Return the label set an engine's record holds (older records: the legacy rules)."""
+    source = f"engine {engine_path}"
+    try:
+        if "label_set" not in record:
+            return legacy_label_set(record["class_names"], source,
+                                    "build it again from a checkpoint that has one (python -m "
+                                    "training.label_set --dataset {dataset} CHECKPOINT)")
+        label_set = LabelSet.from_dict(record["label_set"], f"{source} record")
+    except LabelSetError as exc:
+        raise ModelFileError(str(exc)) from None
+    if list(label_set.class_names) != list(record["class_names"]):
+        raise ModelFileError(f"{source} record: 'label_set' has the classes "
+                             f"{list(label_set.class_names)}, 'class_names' "
+                             f"{record['class_names']}")
+    return label_set
 
 
 def check_engine_file(engine_path: Union[str, Path], status: Optional[StatusCallback] = None,
@@ -275,11 +339,7 @@ def check_engine_file(engine_path: Union[str, Path], status: Optional[StatusCall
     :class:`ModelFileError` saying why not.
     """
     engine_path = Path(engine_path)
-    try:
-        record = cache.read_record(engine_path)
-    except ValueError as exc:
-        raise ModelFileError(f"engine {engine_path} has no usable record ({exc}); "
-                             "build engines with dense-ood-export --engine") from None
+    record = read_engine_record(engine_path)
     key = record["key"]
     input_size = tuple(key["input_shape"][1:3])
     needed = current_engine_key(key["onnx_sha256"], key["precision"], input_size,
@@ -340,11 +400,12 @@ class TensorRTBackend(Backend):
 
         trt = import_tensorrt()
         self.engine_path = Path(engine_path)
-        record = cache.read_record(self.engine_path)
+        record = read_engine_record(self.engine_path)
         key = record["key"]
         self.precision = key["precision"]
         self.input_size = tuple(key["input_shape"][1:3])
-        self.class_names = tuple(record["class_names"])
+        self.label_set = engine_label_set(record, self.engine_path)
+        self.class_names = self.label_set.class_names
         self.score_names = tuple(record["score_names"])
         self.device = torch.device("cuda", device_index)
         self._trt_version = trt.__version__

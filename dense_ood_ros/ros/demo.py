@@ -2,28 +2,35 @@
 
 Starts the ``detector`` node as its own process, publishes each demo frame on its camera
 topic, collects the three outputs, and saves per frame a side-by-side PNG
-(input | semantic segmentation | anomaly-score heat map) into the output folder. Prints the
-end-to-end latency per frame and the throughput, then stops the node.
+(input | semantic segmentation | anomaly-score heat map) into the output folder. The class
+legend is the model's label set, as the node publishes it on its latched
+``~/output/label_set`` topic. Prints the end-to-end latency per frame and the throughput,
+then stops the node.
 """
 
 import argparse
+import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from std_msgs.msg import String
 
 from dense_ood_ros.backends import BACKEND_NAMES
-from dense_ood_ros.classes import CAMVID_CLASSES, CAMVID_PALETTE
 from dense_ood_ros.cli import add_out, add_score, command_parser
 from dense_ood_ros.io import ImageFolderError, list_images, read_rgb, write_rgb
-from dense_ood_ros.ros import COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, package_path
+from dense_ood_ros.label_set import LabelSet, LabelSetError
+from dense_ood_ros.ros import (COLOR_TOPIC, LABEL_SET_TOPIC, LABELS_TOPIC, SCORE_TOPIC,
+                               node_topic, output_topic, package_path)
 from dense_ood_ros.ros.client import (DetectorClient, init_client_context, start_detector,
                                       stop_detector, use_large_data_profile)
 from dense_ood_ros.ros.conversions import image_to_numpy, numpy_to_image
+from dense_ood_ros.ros.node import label_set_qos
 from dense_ood_ros.visualization import heat_map, score_range
 
 #: The demo's node runs in its own namespace: /dense_ood_demo/detector/input/image ...
@@ -31,7 +38,10 @@ NAMESPACE = "dense_ood_demo"
 FRAME_ID = "camera"
 
 TITLE_HEIGHT = 30
+#: Footer height for up to LEGEND_COLUMNS * 3 classes; more classes make it taller.
 FOOTER_HEIGHT = 84
+LEGEND_COLUMNS = 4
+LEGEND_ROW = 22
 GAP = 8
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, GREY, DARK = (255, 255, 255), (200, 200, 200), (30, 30, 30)
@@ -43,14 +53,18 @@ def _text(canvas: np.ndarray, text: str, origin: Tuple[int, int], scale: float =
     cv2.putText(canvas, text, origin, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
-def _class_legend(footer: np.ndarray, left: int, width: int) -> None:
-    columns = 4
-    cell = width // columns
-    for index, name in enumerate(CAMVID_CLASSES):
-        x = left + (index % columns) * cell
-        y = 10 + (index // columns) * 22
-        cv2.rectangle(footer, (x, y), (x + 14, y + 14),
-                      tuple(int(c) for c in CAMVID_PALETTE[index]), -1)
+def footer_height(label_set: LabelSet) -> int:
+    """Height of the result picture's footer: room for the label set's legend."""
+    rows = math.ceil(label_set.num_classes / LEGEND_COLUMNS)
+    return max(FOOTER_HEIGHT, 10 + rows * LEGEND_ROW + 6)
+
+
+def _class_legend(footer: np.ndarray, left: int, width: int, label_set: LabelSet) -> None:
+    cell = width // LEGEND_COLUMNS
+    for index, (name, color) in enumerate(zip(label_set.class_names, label_set.colors)):
+        x = left + (index % LEGEND_COLUMNS) * cell
+        y = 10 + (index // LEGEND_COLUMNS) * LEGEND_ROW
+        cv2.rectangle(footer, (x, y), (x + 14, y + 14), color, -1)
         cv2.rectangle(footer, (x, y), (x + 14, y + 14), GREY, 1)
         _text(footer, name, (x + 20, y + 12), 0.42)
 
@@ -71,22 +85,25 @@ def _color_bar(footer: np.ndarray, left: int, width: int,
 
 
 def render_result(rgb: np.ndarray, color: np.ndarray, score: np.ndarray, score_name: str,
-                  caption: str) -> np.ndarray:
-    """One RGB picture: input | segmentation overlay + class legend | heat map + colour bar."""
+                  caption: str, label_set: LabelSet) -> np.ndarray:
+    """One RGB picture: input | segmentation overlay + class legend | heat map + colour bar.
+
+    The legend shows ``label_set``'s classes in its colours.
+    """
     height, width = rgb.shape[:2]
     value_range = score_range(score)
     overlay = cv2.addWeighted(rgb, 1.0 - SEGMENTATION_OPACITY, color, SEGMENTATION_OPACITY, 0.0)
     panels = [(rgb, "input"), (overlay, "semantic segmentation"),
               (heat_map(score, value_range), f"anomaly score ({score_name})")]
-    canvas = np.full((TITLE_HEIGHT + height + FOOTER_HEIGHT, 3 * width + 2 * GAP, 3), DARK,
-                     np.uint8)
+    canvas = np.full((TITLE_HEIGHT + height + footer_height(label_set), 3 * width + 2 * GAP, 3),
+                     DARK, np.uint8)
     footer = canvas[TITLE_HEIGHT + height:]
     for index, (panel, title) in enumerate(panels):
         left = index * (width + GAP)
         canvas[TITLE_HEIGHT:TITLE_HEIGHT + height, left:left + width] = panel
         _text(canvas, title, (left + 8, 21), 0.6, WHITE)
     _text(footer, caption, (8, 22), 0.45)
-    _class_legend(footer, width + GAP, width)
+    _class_legend(footer, width + GAP, width, label_set)
     _color_bar(footer, 2 * (width + GAP), width, value_range)
     return canvas
 
@@ -118,11 +135,43 @@ def _stamped_image(client: DetectorClient, rgb: np.ndarray):
     return msg
 
 
-def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namespace) -> None:
+class LabelSetListener:
+    """Receives the node's latched label set (``~/output/label_set``) on a client's node."""
+
+    def __init__(self, client: DetectorClient, namespace: str):
+        self.client = client
+        self.label_set: Optional[LabelSet] = None
+        self.error: Optional[str] = None
+        self.topic = node_topic(output_topic(LABEL_SET_TOPIC), namespace)
+        self.subscription = client.node.create_subscription(String, self.topic, self._on_message,
+                                                            label_set_qos())
+
+    def _on_message(self, msg: String) -> None:
+        try:
+            self.label_set = LabelSet.from_json(msg.data, f"label set on {self.topic}")
+        except LabelSetError as exc:
+            self.error = str(exc)
+
+    def wait(self, timeout_s: float) -> LabelSet:
+        """Spin until the label set came; TimeoutError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.label_set is None:
+            if self.error is not None:
+                raise RuntimeError(self.error)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no label set on {self.topic} within {timeout_s:.0f} s")
+            self.client.spin_once()
+        return self.label_set
+
+
+def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namespace,
+               label_sets: LabelSetListener) -> None:
     """Warm the node up, then send the frames one at a time, saving and reporting each result."""
     client.wait_until_connected(args.startup_timeout)
     warm_up = client.request(_stamped_image(client, read_rgb(frames[0])), args.startup_timeout)
-    print(f"node ready; first answer (warm-up) after {warm_up.latency_s:.2f} s")
+    label_set = label_sets.wait(args.timeout)
+    print(f"node ready; first answer (warm-up) after {warm_up.latency_s:.2f} s; label set "
+          f"{label_set.name!r}: {', '.join(label_set.class_names)}")
     latencies = []
     for path in frames:
         rgb = read_rgb(path)
@@ -133,7 +182,7 @@ def run_frames(client: DetectorClient, frames: List[Path], args: argparse.Namesp
         color = image_to_numpy(reply.outputs[COLOR_TOPIC])
         caption = f"{path.name}: {1000 * reply.latency_s:.0f} ms end to end"
         output_path = args.out / f"{path.stem}_dense_ood.png"
-        write_rgb(output_path, render_result(rgb, color, score, args.score, caption))
+        write_rgb(output_path, render_result(rgb, color, score, args.score, caption, label_set))
         resent = f", sent {reply.sends}x" if reply.sends > 1 else ""
         print(f"{path.name}: {1000 * reply.latency_s:6.0f} ms{resent}  "
               f"classes {len(np.unique(labels)):2d}  score mean "
@@ -165,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with DetectorClient(NAMESPACE, detector_process=process,
                             context=context, node_name="dense_ood_demo") as client:
-            run_frames(client, frames, args)
+            run_frames(client, frames, args, LabelSetListener(client, NAMESPACE))
     except (TimeoutError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,9 @@ and set by remapping (``-r ~/input/image:=/camera/image_raw``):
   ``~/output/semantic_color`` (rgb8), ``~/output/anomaly_score`` (32FC1, higher = more
   anomalous), ``~/output/anomaly_mask`` (mono8 0/255, with ``mask_threshold``),
   ``~/output/camera_info`` (scaled to the outputs, when camera_info comes in);
+- ``~/output/label_set`` (std_msgs/String, latched: transient local, reliable, depth 1): the
+  model's label set as JSON (:meth:`dense_ood_ros.label_set.LabelSet.to_json`: class names
+  by label value, their RGB colours, the ignore index), published once the model is loaded;
 - ``/diagnostics``: the frame accounting of :mod:`dense_ood_ros.ros.diagnostics`.
 
 Newest frame wins: the subscription takes serialized messages and only stores the newest
@@ -38,16 +41,20 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
 
 from dense_ood_ros.backends import BACKEND_NAMES
 from dense_ood_ros.checkpoint import CheckpointError
+from dense_ood_ros.backends.tensorrt_backend import PRECISIONS
 from dense_ood_ros.cli import MIN_SIDE
 from dense_ood_ros.detector import Detector
 from dense_ood_ros.ros import (CAMERA_INFO_TOPIC, INPUT_CAMERA_INFO_TOPIC, INPUT_IMAGE_TOPIC,
+                               LABEL_SET_TOPIC,
                                NODE_NAME, image_outputs, output_topic, package_path)
 from dense_ood_ros.ros.conversions import CAMERA_ENCODINGS, DEFAULT_MAX_INPUT_PIXELS, BadImage
 from dense_ood_ros.ros.diagnostics import INFERENCE_ERROR, FrameStatistics, detector_status
@@ -66,6 +73,12 @@ OUTPUT_FLUSH_TIMEOUT_S = 1.0
 WORKER_POLL_S = 0.1
 
 
+def label_set_qos() -> QoSProfile:
+    """Latched: a subscriber that joins later still gets the one label set message."""
+    return QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                      reliability=ReliabilityPolicy.RELIABLE)
+
+
 class NodeConfigError(ValueError):
     """A parameter value the node cannot start with; the message names the parameter."""
 
@@ -78,6 +91,7 @@ class DetectorSettings:
     backend: str
     score: str
     input_size: Optional[Tuple[int, int]]
+    precision: Optional[str]
     compressed: bool
     publish_color: bool
     mask_threshold: Optional[float]
@@ -104,6 +118,9 @@ PARAMETERS = {
     "score": ("jsd", f"anomaly score published, one of {sorted(SCORES)}"),
     "input_size": ([], f"[height, width] the model runs at, each at least {MIN_SIDE}; "
                        "[] = the checkpoint's own"),
+    "precision": ("", f"numeric precision, one of {list(PRECISIONS)} where the backend offers "
+                      "it (onnxruntime: fp32, int8; tensorrt: fp32, fp16, int8; torch: fp32, "
+                      "fp16 on CUDA); '' = the backend's default"),
     "compressed": (False, "subscribe to sensor_msgs/CompressedImage (jpeg, png) on "
                           f"{INPUT_IMAGE_TOPIC} instead of Image "
                           f"({', '.join(CAMERA_ENCODINGS)})"),
@@ -112,8 +129,9 @@ PARAMETERS = {
                               "threshold) at this score threshold; 'off': no mask"),
     "output_resolution": ("camera", f"one of {list(OUTPUT_RESOLUTIONS)}: outputs at the camera "
                                     "image's size, or at the network's input size"),
-    "input_qos_depth": (1, "queue depth of the input subscription (best effort); the node "
-                           "keeps only the newest frame anyway"),
+    "input_qos_depth": (5, "queue depth of the input subscription (best effort): frames the "
+                           "middleware holds until the node takes them (it then runs only the "
+                           "newest)"),
     "output_qos_depth": (10, "queue depth of the output publishers (reliable): how many "
                              "frames a slow subscriber may lag behind without losing any"),
     "max_input_pixels": (DEFAULT_MAX_INPUT_PIXELS,
@@ -153,7 +171,12 @@ def _at_least(name: str, value: Any, minimum: int) -> int:
 def validate_parameters(values: dict) -> DetectorSettings:
     """Check raw parameter values (name -> value); NodeConfigError names the bad parameter."""
     model_path = Path(_expect("model_path", values["model_path"], str))
-    if not model_path.is_file():
+    try:
+        found = model_path.is_file()
+    except (OSError, ValueError) as exc:  # e.g. a name too long, a NUL byte
+        raise _parameter_error("model_path", str(model_path),
+                               f"not a usable path: {exc}") from None
+    if not found:
         raise _parameter_error("model_path", str(model_path), "model file not found")
     backend = _expect("backend", values["backend"], str)
     if backend not in BACKEND_NAMES:
@@ -172,13 +195,17 @@ def validate_parameters(values: dict) -> DetectorSettings:
                                    f"must be [height, width], integers of at least {MIN_SIDE} "
                                    "(the encoder's stride), or []")
         input_size = (int(input_size[0]), int(input_size[1]))
+    precision = _expect("precision", values["precision"], str) or None
+    if precision is not None and precision not in PRECISIONS:
+        raise _parameter_error("precision", precision,
+                               f"choose one of {list(PRECISIONS)} or '' (the backend's default)")
     output_resolution = _expect("output_resolution", values["output_resolution"], str)
     if output_resolution not in OUTPUT_RESOLUTIONS:
         raise _parameter_error("output_resolution", output_resolution,
                                f"choose one of {list(OUTPUT_RESOLUTIONS)}")
     return DetectorSettings(
         model_path=model_path, backend=backend, score=score, input_size=input_size,
-        compressed=_expect("compressed", values["compressed"], bool),
+        precision=precision, compressed=_expect("compressed", values["compressed"], bool),
         publish_color=_expect("publish_color", values["publish_color"], bool),
         mask_threshold=_mask_threshold(values["mask_threshold"]),
         output_resolution=output_resolution,
@@ -196,12 +223,14 @@ def load_detector(settings: DetectorSettings, status=None) -> Detector:
     """
     try:
         return Detector.from_model(settings.model_path, settings.backend, (settings.score,),
-                                   settings.input_size, status=status)
+                                   settings.input_size, status=status,
+                                   precision=settings.precision)
     except CheckpointError as exc:
         raise _parameter_error("model_path", str(settings.model_path), str(exc)) from exc
     # e.g. a file type or device the backend can't use
     except (ValueError, RuntimeError, ImportError) as exc:
-        raise NodeConfigError(f"parameters 'backend' = {settings.backend!r}, 'model_path' = "
+        raise NodeConfigError(f"parameters 'backend' = {settings.backend!r}, 'precision' = "
+                              f"{settings.precision or ''!r}, 'model_path' = "
                               f"'{settings.model_path}': {exc}") from exc
 
 
@@ -280,6 +309,8 @@ class DetectorNode(Node):
             name: self.create_publisher(CameraInfo if name == CAMERA_INFO_TOPIC else Image,
                                         output_topic(name), output_qos)
             for name in names}
+        self.label_set_publisher = self.create_publisher(String, output_topic(LABEL_SET_TOPIC),
+                                                         label_set_qos())
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.loader = threading.Thread(target=self._load, name="detector-loader", daemon=True)
@@ -316,13 +347,14 @@ class DetectorNode(Node):
                                               f"failed: {type(exc).__name__}: {exc}")
             return
         self.pipeline, self.loading = pipeline, None
+        self.label_set_publisher.publish(String(data=detector.label_set.to_json()))
         self.worker.start()
         backend = detector.backend
         self.get_logger().info(
             f"backend {backend.describe()}; model {self.settings.model_path} (input "
             f"{backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} "
-            f"classes); score {self.settings.score}; input {self.subscription.topic_name} "
-            f"({self.input_type.__name__}); outputs "
+            f"classes of label set {detector.label_set.name!r}); score {self.settings.score}; "
+            f"input {self.subscription.topic_name} ({self.input_type.__name__}); outputs "
             f"{', '.join(p.topic_name for p in self.publishers_by_topic.values())}")
 
     # --- receiving (executor thread): cheap, never waits on the model ----------------------

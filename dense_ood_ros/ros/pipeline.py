@@ -13,7 +13,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from dense_ood_ros.classes import colorize
 from dense_ood_ros.detector import Detector, DetectorOutput
 from dense_ood_ros.preprocessing import check_rgb_frame
 from dense_ood_ros.ros import (CAMERA_INFO_TOPIC, COLOR_TOPIC, LABELS_TOPIC, MASK_TOPIC,
@@ -80,6 +79,8 @@ class FramePipeline:
                              f"(it computes {list(detector.backend.score_names)})")
         self.detector = detector
         self.options = options
+        #: Colours of the semantic_color output: the model file's label set (a lookup table).
+        self.colorize = detector.label_set.colorize
 
     @property
     def topics(self) -> Tuple[str, ...]:
@@ -111,7 +112,7 @@ class FramePipeline:
         header = msg.header
         messages = {LABELS_TOPIC: numpy_to_image(output.labels, "mono8", header)}
         if self.options.publish_color:
-            messages[COLOR_TOPIC] = numpy_to_image(colorize(output.labels), "rgb8", header)
+            messages[COLOR_TOPIC] = numpy_to_image(self.colorize(output.labels), "rgb8", header)
         messages[SCORE_TOPIC] = numpy_to_image(score, "32FC1", header)
         if self.options.mask_threshold is not None:
             messages[MASK_TOPIC] = numpy_to_image(

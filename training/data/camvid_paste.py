@@ -1,9 +1,18 @@
-r"""CamVid-Paste: a Fishyscapes-Static-style anomaly benchmark.
+r"""CamVid-Paste: a Fishyscapes-Static-style anomaly benchmark, on any described dataset.
 
-Real COCO objects are pasted on CamVid roads::
+Real COCO objects are pasted on the road of a dataset's frames; by default CamVid's::
 
     python -m training.data.camvid_paste --split test --out data_generated/camvid_paste/test \
         --seed 0
+    python -m training.data.camvid_paste --dataset my_cams.yaml --root /data/my_cams \
+        --road-class "drivable area" --split val --out data_generated/my_cams_paste/val
+
+Any dataset description (``training/data/description.py``) whose label set has a road class
+works: ``--road-class`` names it (default ``road``). ``--foreground-classes`` (objects must not
+largely cover them) and ``--reference-classes`` (whose labelled boxes give the horizon) default
+to those of :data:`DEFAULT_FOREGROUND` and :data:`REFERENCE_OBJECTS` the label set has; with no
+reference class the horizon is :data:`DEFAULT_HORIZON_FRACTION` of the frame height. The rest
+of this text says CamVid for the dataset.
 
 Objects are cut out with their exact COCO panoptic masks. Only "thing" categories that are
 not, and do not look like, CamVid classes are used: animals and household objects listed in
@@ -24,7 +33,8 @@ and the object's brightness is pulled half-way toward the frame's.
 
 Output per frame (same stem as the CamVid frame): ``images/<stem>.png``; ``labels/<stem>.png``
 with 1 = pasted object (alpha > 0.5), 0 = inlier, 255 = CamVid void; ``semantic/<stem>.png``,
-the CamVid labels with pasted pixels set to void (11) for mIoU; plus ``manifest.json`` (seed,
+the CamVid labels (training ids) with pasted pixels set to the label set's ignore index (11)
+for mIoU; plus ``manifest.json`` (seed, dataset,
 objects per frame with their COCO source and licence, attribution). Everything is a pure
 function of the seed: the same seed gives byte-identical files. The output is derived from
 CamVid (CC BY-NC 4.0) and COCO images (Flickr licences): keep it out of the repository
@@ -36,19 +46,20 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dense_ood_ros.classes import CAMVID_CLASSES, IGNORE_INDEX
 from dense_ood_ros.cli import command_parser
 from dense_ood_ros.io import read_label, read_rgb, write_rgb
-from training.data.camvid import camvid_pairs
+from dense_ood_ros.label_set import LabelSet
+from training.data.description import DatasetDescription, load_description
+from training.data.readers import Sample, list_samples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid"
+DEFAULT_DATASET = "camvid"
 DEFAULT_COCO = REPO_ROOT.parent / "shared" / "data" / "coco128_panoptic"
 DEFAULT_OUT = REPO_ROOT / "data_generated" / "camvid_paste"
 
@@ -67,16 +78,17 @@ OBJECT_HEIGHTS_M = {
     "teddy bear": 0.5, "vase": 0.4, "clock": 0.35, "suitcase": 0.6, "backpack": 0.5,
     "umbrella": 0.9, "handbag": 0.35, "bottle": 0.3,
 }
-ROAD = CAMVID_CLASSES.index("road")
-#: CamVid classes an object must not largely cover (they may be nearer than the object).
-FOREGROUND_CLASSES = tuple(CAMVID_CLASSES.index(name)
-                           for name in ("car", "pedestrian", "bicyclist"))
+DEFAULT_ROAD_CLASS = "road"
+#: Class names an object must not largely cover (they may be nearer than the object), when the
+#: label set has them (CamVid: car, pedestrian, bicyclist; Cityscapes: person ... bicycle).
+DEFAULT_FOREGROUND = ("car", "pedestrian", "bicyclist", "person", "rider", "truck", "bus",
+                      "train", "motorcycle", "bicycle")
+#: Classes whose labelled boxes find the horizon: typical height (m) and box shape
+#: (height / width range) of an upright, whole object.
+REFERENCE_OBJECTS = {"car": (1.5, (0.6, 1.1)), "pedestrian": (1.7, (2.0, 4.0)),
+                     "person": (1.7, (2.0, 4.0))}
 
 CAMERA_HEIGHT_M = 1.6
-#: Typical heights (m) of the CamVid classes used to find the horizon, and their box shapes.
-REFERENCE_HEIGHTS_M = {CAMVID_CLASSES.index("car"): 1.5, CAMVID_CLASSES.index("pedestrian"): 1.7}
-REFERENCE_ASPECTS = {CAMVID_CLASSES.index("car"): (0.6, 1.1),
-                     CAMVID_CLASSES.index("pedestrian"): (2.0, 4.0)}
 MIN_REFERENCE_AREA = 200
 MIN_REFERENCES = 10  # per sequence, else DEFAULT_HORIZON_FRACTION
 DEFAULT_HORIZON_FRACTION = 0.47  # horizon row / image height
@@ -105,6 +117,48 @@ ATTRIBUTION = (
     "CC BY 4.0, images under the Flickr licences listed per object (see the COCO terms of use).")
 
 
+@dataclass(frozen=True)
+class PasteClasses:
+    """The training ids the generator uses: road, foreground, horizon references, ignore."""
+
+    road: int
+    foreground: Tuple[int, ...]
+    #: training id -> (typical height in m, (min, max) box height / width)
+    references: Dict[int, Tuple[float, Tuple[float, float]]]
+    ignore_index: int
+
+
+def paste_classes(label_set: LabelSet, road: str = DEFAULT_ROAD_CLASS,
+                  foreground: Optional[Sequence[str]] = None,
+                  references: Optional[Sequence[str]] = None) -> PasteClasses:
+    """Resolve class names against a label set; ValueError names a class it lacks.
+
+    ``foreground`` and ``references`` default to the classes of :data:`DEFAULT_FOREGROUND` and
+    :data:`REFERENCE_OBJECTS` the label set has.
+    """
+    names = label_set.class_names
+
+    def index(name: str, option: str) -> int:
+        if name not in names:
+            raise ValueError(f"{option} {name!r} is not a class of label set {label_set.name!r} "
+                             f"(classes: {list(names)})")
+        return names.index(name)
+
+    if foreground is None:
+        foreground = [name for name in DEFAULT_FOREGROUND if name in names]
+    if references is None:
+        references = [name for name in REFERENCE_OBJECTS if name in names]
+    unknown = [name for name in references if name not in REFERENCE_OBJECTS]
+    if unknown:
+        raise ValueError(f"--reference-classes {unknown}: no typical height known; choose from "
+                         f"{sorted(REFERENCE_OBJECTS)}")
+    return PasteClasses(index(road, "--road-class"),
+                        tuple(index(name, "--foreground-classes") for name in foreground),
+                        {index(name, "--reference-classes"): REFERENCE_OBJECTS[name]
+                         for name in references},
+                        label_set.ignore_index)
+
+
 @dataclass
 class CocoObject:
     """A cut-out COCO segment: RGB crop, its mask, and where it comes from."""
@@ -121,7 +175,7 @@ class PastedFrame:
 
     image: np.ndarray
     label: np.ndarray  # 1 anomaly, 0 inlier, 255 void
-    semantic: np.ndarray  # CamVid labels, pasted pixels void
+    semantic: np.ndarray  # training ids, pasted pixels the ignore index
     alpha: np.ndarray  # float32 in [0, 1], union of the pasted objects
     objects: List[Dict[str, object]]
 
@@ -197,28 +251,29 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
     return objects
 
 
-def sequence_name(stem: str) -> str:
-    """Return the sequence of a CamVid file stem (stems are ``<sequence>_<frame>``)."""
-    return stem.split("_")[0]
+def read_train_ids(description: DatasetDescription, path: Path) -> np.ndarray:
+    """Read a stored label image as training ids."""
+    return description.train_ids(read_label(path), path)
 
 
-def estimate_horizons(label_paths: Sequence[Path]) -> Dict[str, float]:
-    """Estimate the horizon row per sequence.
+def estimate_horizons(samples: Sequence[Sample], description: DatasetDescription,
+                      classes: PasteClasses) -> Dict[str, float]:
+    """Estimate the horizon row per group of samples (CamVid: per sequence).
 
-    It is the median over whole (not cut by the image border), upright car and pedestrian label
-    components of ``bottom - height * CAMERA_HEIGHT_M / real height`` (flat ground, level
-    camera); ``DEFAULT_HORIZON_FRACTION`` of the height with too few.
+    It is the median over whole (not cut by the image border), upright label components of
+    the reference classes (car, pedestrian) of ``bottom - height * CAMERA_HEIGHT_M / real
+    height`` (flat ground, level camera); ``DEFAULT_HORIZON_FRACTION`` of the height with too
+    few.
     """
     estimates: Dict[str, List[float]] = {}
     frame_height = None
-    for path in label_paths:
-        label = read_label(path)
+    for sample in samples:
+        label = read_train_ids(description, sample.label)
         frame_height = label.shape[0]
-        found = estimates.setdefault(sequence_name(path.stem), [])
-        for class_index, real_height in REFERENCE_HEIGHTS_M.items():
+        found = estimates.setdefault(sample.group, [])
+        for class_index, (real_height, (low, high)) in classes.references.items():
             stats = cv2.connectedComponentsWithStats(
                 (label == class_index).astype(np.uint8))[2][1:]
-            low, high = REFERENCE_ASPECTS[class_index]
             for left, top, width, height, area in stats:
                 inside = (left > 0 and top > 0 and left + width < label.shape[1]
                           and top + height < label.shape[0])
@@ -250,7 +305,7 @@ def _brightness_gain(obj: CocoObject, frame: np.ndarray) -> float:
 
 
 def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: np.ndarray,
-           horizon: float, rng: np.random.Generator):
+           horizon: float, rng: np.random.Generator, classes: PasteClasses):
     """Random (top, left, height, width) in pixels with the object's bottom on road, or None.
 
     Objects of one frame occupy disjoint columns (``used_columns``, with a margin), so none
@@ -259,7 +314,7 @@ def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: 
     frame_h, frame_w = camvid_label.shape
     real_height = OBJECT_HEIGHTS_M[obj.category] * rng.uniform(*HEIGHT_JITTER)
     aspect = obj.mask.shape[1] / obj.mask.shape[0]
-    road = camvid_label == ROAD
+    road = camvid_label == classes.road
     rows = [y for y in range(int(horizon) + 1, frame_h) if road[y].any()]
     heights = {y: round(real_height / CAMERA_HEIGHT_M * (y - horizon)) for y in rows}
     rows = [y for y in rows if MIN_PIXEL_HEIGHT <= heights[y] <= MAX_HEIGHT_FRACTION * frame_h
@@ -282,17 +337,19 @@ def _place(obj: CocoObject, flip: bool, camvid_label: np.ndarray, used_columns: 
             continue
         if used_columns[max(0, left - COLUMN_MARGIN):left + width + COLUMN_MARGIN].any():
             continue
-        if np.isin(camvid_label[window][mask], FOREGROUND_CLASSES).mean() > MAX_FOREGROUND_OVERLAP:
+        if (np.isin(camvid_label[window][mask], classes.foreground).mean()
+                > MAX_FOREGROUND_OVERLAP):
             continue
         return top, left, height, width
     return None
 
 
 def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[CocoObject],
-                horizon: float, rng: np.random.Generator) -> PastedFrame:
+                horizon: float, rng: np.random.Generator,
+                classes: PasteClasses) -> PastedFrame:
     """Paste 1-2 random objects from ``pool`` on the road of one frame, below the horizon.
 
-    ``horizon`` is the horizon's row.
+    ``camvid_label``: the frame's training ids; ``horizon`` is the horizon's row.
     """
     canvas = frame.astype(np.float32)
     alpha_total = np.zeros(camvid_label.shape, np.float32)
@@ -301,7 +358,7 @@ def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[Coco
     for _ in range(rng.integers(OBJECTS_PER_FRAME[0], OBJECTS_PER_FRAME[1] + 1)):
         obj = pool[rng.integers(len(pool))]
         flip = bool(rng.integers(2))
-        position = _place(obj, flip, camvid_label, used_columns, horizon, rng)
+        position = _place(obj, flip, camvid_label, used_columns, horizon, rng, classes)
         if position is None:
             continue
         top, left, height, width = position
@@ -314,10 +371,10 @@ def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[Coco
                        "box_xywh": [int(left), int(top), int(alpha.shape[1]), int(alpha.shape[0])],
                        "pixels": int((alpha > 0.5).sum())})
     pasted = alpha_total > 0.5
-    label = np.where(camvid_label == IGNORE_INDEX, 255, 0).astype(np.uint8)
+    label = np.where(camvid_label == classes.ignore_index, 255, 0).astype(np.uint8)
     label[pasted] = 1
     semantic = camvid_label.copy()
-    semantic[pasted] = IGNORE_INDEX
+    semantic[pasted] = classes.ignore_index
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return PastedFrame(image, label, semantic, alpha_total, placed)
 
@@ -328,39 +385,56 @@ def frame_rng(seed: int, stem: str) -> np.random.Generator:
 
 
 def generate(split: str, out: Path, seed: int, limit: Optional[int] = None,
-             camvid_root: Path = DEFAULT_CAMVID, coco_root: Path = DEFAULT_COCO,
-             progress: bool = True) -> Dict[str, object]:
-    """Write the benchmark for one CamVid split into ``out``; returns the manifest."""
-    if split not in COCO_SPLIT_FOR:
-        raise ValueError("CamVid-Paste split must be one of "
-                         f"{sorted(COCO_SPLIT_FOR)}, got {split!r}")
-    coco_split = COCO_SPLIT_FOR[split]
+             root: Optional[Path] = None, coco_root: Path = DEFAULT_COCO,
+             progress: bool = True, dataset: str = DEFAULT_DATASET,
+             road_class: str = DEFAULT_ROAD_CLASS, foreground: Optional[Sequence[str]] = None,
+             references: Optional[Sequence[str]] = None,
+             coco_split: Optional[str] = None) -> Dict[str, object]:
+    """Write the benchmark for one split of a described dataset into ``out``.
+
+    ``dataset``: a dataset description (built-in name or YAML path) at ``root`` (default: the
+    description's); ``road_class`` the class objects stand on; ``coco_split`` the COCO objects
+    pasted (default :data:`COCO_SPLIT_FOR` of ``split``). Returns the manifest.
+    """
+    description = load_description(dataset)
+    classes = paste_classes(description.label_set, road_class, foreground, references)
+    if coco_split is None:
+        if split not in COCO_SPLIT_FOR:
+            raise ValueError(f"split {split!r} has no default COCO object pool (defaults: "
+                             f"{COCO_SPLIT_FOR}); give --coco-split")
+        coco_split = COCO_SPLIT_FOR[split]
     pool = load_objects(coco_root, coco_split)
     if not pool:
         raise RuntimeError(f"no usable objects in {coco_root} ({coco_split})")
-    pairs = camvid_pairs(camvid_root, split)
-    horizons = estimate_horizons([label for _, label in pairs])
-    pairs = pairs[:limit]
+    samples = list_samples(description, description.resolve_root(root, "--root"), split)
+    horizons = estimate_horizons(samples, description, classes)
+    samples = samples[:limit]
     for folder in ("images", "labels", "semantic"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     frames = []
-    for image_path, label_path in tqdm(pairs, desc=f"camvid_paste {split}", unit="frame",
-                                       disable=not progress):
-        stem = image_path.stem
-        result = paste_frame(read_rgb(image_path), read_label(label_path), pool,
-                             horizons[sequence_name(stem)], frame_rng(seed, stem))
-        write_rgb(out / "images" / f"{stem}.png", result.image)
+    for sample in tqdm(samples, desc=f"{description.name}_paste {split}", unit="frame",
+                       disable=not progress):
+        result = paste_frame(read_rgb(sample.image), read_train_ids(description, sample.label),
+                             pool, horizons[sample.group], frame_rng(seed, sample.name), classes)
+        write_rgb(out / "images" / f"{sample.name}.png", result.image)
         for folder, array in (("labels", result.label), ("semantic", result.semantic)):
-            if not cv2.imwrite(str(out / folder / f"{stem}.png"), array):
-                raise OSError(f"cannot write {out / folder / f'{stem}.png'}")
-        frames.append({"stem": stem, "camvid_image": image_path.name, "objects": result.objects,
+            if not cv2.imwrite(str(out / folder / f"{sample.name}.png"), array):
+                raise OSError(f"cannot write {out / folder / f'{sample.name}.png'}")
+        frames.append({"stem": sample.name, "source_image": sample.image.name,
+                       "objects": result.objects,
                        "anomaly_pixels": int((result.label == 1).sum()),
                        "valid_pixels": int((result.label != 255).sum())})
+    names = description.label_set.class_names
     manifest = {
-        "benchmark": "CamVid-Paste", "split": split, "seed": seed, "coco_split": coco_split,
-        "labels": {"1": "pasted object (alpha > 0.5)", "0": "inlier", "255": "CamVid void"},
-        "semantic_void": IGNORE_INDEX, "camera_height_m": CAMERA_HEIGHT_M,
-        "horizon_rows": {sequence: round(row, 1) for sequence, row in sorted(horizons.items())},
+        "benchmark": f"{description.title}-Paste", "dataset": description.name, "split": split,
+        "seed": seed, "coco_split": coco_split,
+        "labels": {"1": "pasted object (alpha > 0.5)", "0": "inlier",
+                   "255": f"{description.title} ignore (void)"},
+        "semantic_void": classes.ignore_index, "road_class": names[classes.road],
+        "foreground_classes": [names[i] for i in classes.foreground],
+        "reference_classes": [names[i] for i in classes.references],
+        "camera_height_m": CAMERA_HEIGHT_M,
+        "horizon_rows": {group: round(row, 1) for group, row in sorted(horizons.items())},
         "object_pool_size": len(pool),
         "object_pool_categories": sorted({obj.category for obj in pool}),
         "frames": frames, "attribution": ATTRIBUTION,
@@ -380,27 +454,50 @@ def summarize(manifest: Dict[str, object]) -> str:
             f"{100.0 * anomaly / max(valid, 1):.2f}% of valid pixels")
 
 
+def _names(text: str) -> List[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = command_parser("python -m training.data.camvid_paste",
-                            "Generate the CamVid-Paste anomaly benchmark.",
+                            "Generate the CamVid-Paste anomaly benchmark (or its twin on any "
+                            "described dataset with a road class).",
                             "<out>/images/*.png, labels/*.png (1 anomaly, 0 inlier, 255 void), "
-                            "semantic/*.png (CamVid labels, pasted pixels void) and manifest.json "
-                            "(seed, objects, sources).")
-    parser.add_argument("--split", required=True, choices=sorted(COCO_SPLIT_FOR),
-                        help="CamVid split")
-    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<split>)")
+                            "semantic/*.png (training ids, pasted pixels the ignore index) and "
+                            "manifest.json (seed, objects, sources).")
+    parser.add_argument("--split", required=True,
+                        help="dataset split (with a default COCO object pool: "
+                             f"{sorted(COCO_SPLIT_FOR)})")
+    parser.add_argument("--out", type=Path,
+                        help=f"output folder (default {DEFAULT_OUT.parent}/<dataset>_paste/"
+                             "<split>)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--limit", type=int, help="only the first N frames")
-    parser.add_argument("--camvid-root", type=Path, default=DEFAULT_CAMVID,
-                        help=f"default {DEFAULT_CAMVID}")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help="dataset description: a built-in name or a YAML file "
+                             f"(default {DEFAULT_DATASET})")
+    parser.add_argument("--root", type=Path,
+                        help="the dataset's folder (default: the description's root)")
+    parser.add_argument("--road-class", default=DEFAULT_ROAD_CLASS,
+                        help=f"class the objects stand on (default {DEFAULT_ROAD_CLASS!r})")
+    parser.add_argument("--foreground-classes", type=_names,
+                        help="comma-separated classes objects must not largely cover (default: "
+                             f"those of {', '.join(DEFAULT_FOREGROUND)} the label set has)")
+    parser.add_argument("--reference-classes", type=_names,
+                        help="comma-separated classes whose boxes find the horizon, of "
+                             f"{', '.join(REFERENCE_OBJECTS)} (default: those the label set has)")
+    parser.add_argument("--coco-split", choices=sorted(set(COCO_SPLIT_FOR.values())),
+                        help=f"COCO objects to paste (default {COCO_SPLIT_FOR})")
     parser.add_argument("--coco-root", type=Path, default=DEFAULT_COCO,
                         help=f"default {DEFAULT_COCO}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    out = args.out or DEFAULT_OUT / args.split
     try:
-        manifest = generate(args.split, out, args.seed, args.limit, args.camvid_root,
-                            args.coco_root, progress=not args.no_progress)
+        name = load_description(args.dataset).name
+        out = args.out or DEFAULT_OUT.parent / f"{name}_paste" / args.split
+        manifest = generate(args.split, out, args.seed, args.limit, args.root, args.coco_root,
+                            not args.no_progress, args.dataset, args.road_class,
+                            args.foreground_classes, args.reference_classes, args.coco_split)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"camvid_paste: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,319 @@
+"""``dense-ood-stream-benchmark``: the detector node under a camera stream, over real DDS.
+
+Starts the node in its own process (its own namespace, the package's Fast DDS profile),
+publishes a CamVid frame resized to each camera size at each rate, as fast as a camera driver
+would (serialized once, only the stamp patched per frame), and records every output message
+(raw: only the stamp is read). Per run it reports frames sent and answered (all image outputs
+of the frame arrived), output FPS, latency p50/p95 per output topic (publish -> arrival),
+outputs lost (a frame with some outputs but not all), the node's CPU use and its own frame
+accounting from /diagnostics. For comparison, the same frames run through the same
+:class:`~dense_ood_ros.detector.Detector` in this process, with the node idle ("bare",
+the end-to-end figure of ``dense-ood-benchmark``).
+"""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from dense_ood_ros.cli import add_backend, command_parser, parse_ints, parse_size
+from dense_ood_ros.io import atomic_write, read_rgb
+
+#: CDR offset of header.stamp in a serialized sensor_msgs/Image (after the 4-byte
+#: encapsulation header): sec (int32), nanosec (uint32), little endian.
+_STAMP_OFFSET = 4
+NAMESPACE = "dense_ood_stream_benchmark"
+DEFAULT_FRAME = Path(__file__).resolve().parents[2] / "demo" / "Seq05VD_f02130.jpg"
+
+
+def patch_stamp(serialized: bytearray, sec: int, nanosec: int = 0) -> bytes:
+    """Return the serialized message with header.stamp set (little-endian CDR)."""
+    if serialized[1] != 1:
+        raise ValueError("expected little-endian CDR (encapsulation 0x0001)")
+    struct.pack_into("<iI", serialized, _STAMP_OFFSET, sec, nanosec)
+    return bytes(serialized)
+
+
+def stamp_of(serialized: bytes) -> int:
+    """Return header.stamp.sec of a serialized message with a header."""
+    return struct.unpack_from("<i", serialized, _STAMP_OFFSET)[0]
+
+
+def percentile_ms(values: Sequence[float], q: float) -> Optional[float]:
+    return float(np.percentile(values, q) * 1000) if len(values) else None
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class StreamRecorder:
+    """A camera publisher and raw subscribers of the node's outputs and diagnostics."""
+
+    def __init__(self, context, output_names: Sequence[str]):
+        import rclpy.qos
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import Image
+
+        from dense_ood_ros.ros import INPUT_IMAGE_TOPIC, node_topic, output_topic
+
+        self.node = Node("dense_ood_stream_benchmark_camera", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.publisher = self.node.create_publisher(
+            Image, node_topic(INPUT_IMAGE_TOPIC, NAMESPACE), rclpy.qos.qos_profile_sensor_data)
+        self.arrivals: Dict[str, Dict[int, float]] = {name: {} for name in output_names}
+        self.subscriptions = [self.node.create_subscription(
+            Image, node_topic(output_topic(name), NAMESPACE),
+            lambda raw, name=name: self.arrivals[name].setdefault(stamp_of(raw),
+                                                                  time.perf_counter()),
+            rclpy.qos.QoSProfile(depth=10), raw=True) for name in output_names]
+        self.diagnostics: Dict[str, str] = {}
+        hardware_id = node_topic("~", NAMESPACE)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: [
+            self.diagnostics.update({kv.key: kv.value for kv in status.values})
+            for status in msg.status if status.hardware_id == hardware_id], 10)
+
+    def connected(self) -> bool:
+        return (self.publisher.get_subscription_count() > 0
+                and all(s.get_publisher_count() > 0 for s in self.subscriptions))
+
+    def spin_until(self, deadline: float) -> None:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self.executor.spin_once(timeout_sec=min(left, 0.005))
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+def stream(recorder: StreamRecorder, serialized: bytearray, rate_hz: float, frames: int,
+           first_stamp: int, settle_s: float = 3.0,
+           every_frame: Optional[Callable[[int], None]] = None) -> Dict:
+    """Publish ``frames`` frames at ``rate_hz``; return the run's figures.
+
+    ``every_frame(index)`` is called after each publish (e.g. to sample the node's memory).
+    """
+    for arrivals in recorder.arrivals.values():
+        arrivals.clear()
+    sent_at: Dict[int, float] = {}
+    started = time.perf_counter()
+    for index in range(frames):
+        due = started + index / rate_hz
+        recorder.spin_until(due)
+        stamp = first_stamp + index
+        recorder.publisher.publish(patch_stamp(serialized, stamp))
+        sent_at[stamp] = time.perf_counter()
+        if every_frame is not None:
+            every_frame(index)
+    # wait until no output came for settle_s
+    last = time.perf_counter()
+    counts = sum(len(a) for a in recorder.arrivals.values())
+    while time.perf_counter() - last < settle_s:
+        recorder.spin_until(time.perf_counter() + 0.1)
+        now_counts = sum(len(a) for a in recorder.arrivals.values())
+        if now_counts != counts:
+            counts, last = now_counts, time.perf_counter()
+    per_topic = {name: {stamp: at for stamp, at in arrivals.items() if stamp in sent_at}
+                 for name, arrivals in recorder.arrivals.items()}
+    complete = set.intersection(*(set(a) for a in per_topic.values()))
+    partial = set.union(*(set(a) for a in per_topic.values())) - complete
+    if complete:
+        span = max(max(a[s] for s in complete) for a in per_topic.values()) - min(
+            sent_at[s] for s in complete)
+        fps = (len(complete) - 1) / max(span, 1e-9) if len(complete) > 1 else None
+    else:
+        fps = None
+    latencies = {name: [arrivals[s] - sent_at[s] for s in complete]
+                 for name, arrivals in per_topic.items()}
+    in_order = all(list(arrivals) == sorted(arrivals) for arrivals in per_topic.values())
+    return {"rate_hz": rate_hz, "sent": frames, "answered": len(complete),
+            "partial": len(partial), "outputs_in_order": in_order, "output_fps": fps,
+            "latency_ms": {name: {"p50": percentile_ms(values, 50),
+                                  "p95": percentile_ms(values, 95),
+                                  "p99": percentile_ms(values, 99)}
+                           for name, values in latencies.items()}}
+
+
+def bare_detector_figures(detector, frame: np.ndarray, frames: int) -> Dict:
+    """End-to-end FPS and latency of the Detector alone on ``frame`` (this process)."""
+    detector(frame)  # warm-up
+    times = []
+    for _ in range(frames):
+        started = time.perf_counter()
+        detector(frame)
+        times.append(time.perf_counter() - started)
+    latency = {"p50": percentile_ms(times, 50), "p95": percentile_ms(times, 95)}
+    return {"fps": len(times) / sum(times), "latency_ms": latency}
+
+
+def markdown(report: Dict) -> str:
+    lines = [f"Backend {report['backend']}, model {report['model']}, {report['frames']} frames a "
+             "run; latency = camera publish -> the output's arrival (the labels topic).", "",
+             "| camera | rate | sent | answered | partial | output FPS | bare FPS | "
+             "latency p50 / p95 | bare p50 / p95 | node CPU (cores) | received / dropped stale"
+             " / processed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in report["runs"]:
+        bare = report["bare"][run["size"]]
+        labels = run["latency_ms"]["labels"]
+
+        def ms(value):
+            return "–" if value is None else f"{value:.0f}"
+        node = run["node_counts"]
+        lines.append(
+            f"| {run['size']} | {run['rate_hz']:g} Hz | {run['sent']} | {run['answered']} | "
+            f"{run['partial']} | {run['output_fps'] or 0:.1f} | {bare['fps']:.1f} | "
+            f"{ms(labels['p50'])} / {ms(labels['p95'])} ms | {ms(bare['latency_ms']['p50'])} / "
+            f"{ms(bare['latency_ms']['p95'])} ms | {run['node_cpu_cores']:.2f} | "
+            f"{node.get('received', '?')} / {node.get('dropped_stale', '?')} / "
+            f"{node.get('processed', '?')} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = command_parser(
+        "dense-ood-stream-benchmark",
+        "The detector node (its own process) under camera streams at given sizes and rates.",
+        "the Markdown table on stdout; with --out PATH, PATH.json and PATH.md.")
+    parser.add_argument("--model", type=Path, help="model file: checkpoint .pt, exported .onnx "
+                                                   "or TensorRT .engine (default: "
+                                                   "models/default.pt)")
+    add_backend(parser, default="auto")
+    parser.add_argument("--sizes", type=lambda text: [parse_size(s) for s in text.split(",")],
+                        default=[(360, 480)], help="camera frame sizes HxW, comma-separated "
+                                                   "(default 360x480)")
+    parser.add_argument("--rates", type=parse_ints, default=(15, 30),
+                        help="camera rates in Hz, comma-separated (default 15,30)")
+    parser.add_argument("--frames", type=int, default=300, help="frames per run (default 300)")
+    parser.add_argument("--frame", type=Path, default=DEFAULT_FRAME,
+                        help="the camera image, resized to each size (default: a demo frame)")
+    parser.add_argument("--out", type=Path, help="write PATH.json and PATH.md (e.g. "
+                                                 "docs/stream_benchmark)")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def node_under_test(model: Path, backend: str, log: Optional[IO] = None) -> Iterator[Tuple]:
+    """Start the detector node and a :class:`StreamRecorder` connected to it.
+
+    Yields (node process, recorder); everything is stopped afterwards.
+    """
+    from dense_ood_ros.ros import image_outputs
+    from dense_ood_ros.ros.client import (init_client_context, start_detector, stop_detector,
+                                          use_large_data_profile)
+
+    use_large_data_profile()
+    process = start_detector({"model_path": str(model), "backend": backend},
+                             namespace=NAMESPACE, log=log or subprocess.DEVNULL)
+    context = init_client_context()
+    recorder = StreamRecorder(context, image_outputs(True, False))
+    try:
+        deadline = time.perf_counter() + 120
+        while not recorder.connected():
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError("the detector node did not come up")
+            recorder.spin_until(time.perf_counter() + 0.1)
+        yield process, recorder
+    finally:
+        recorder.close()
+        context.try_shutdown()
+        stop_detector(process)
+
+
+def serialized_frame(frame: np.ndarray) -> bytearray:
+    """Serialize an RGB frame as a sensor_msgs/Image (rgb8), stamp to be patched."""
+    from rclpy.serialization import serialize_message
+
+    from dense_ood_ros.ros.conversions import numpy_to_image
+
+    return bytearray(serialize_message(numpy_to_image(frame, "rgb8")))
+
+
+def warm_up(recorder: StreamRecorder, serialized: bytearray, first_stamp: int) -> None:
+    """Send a few frames until the node answers one (its model is loaded)."""
+    if not stream(recorder, serialized, 2.0, 4, first_stamp, settle_s=2.0)["answered"]:
+        raise RuntimeError("the node answered none of the warm-up frames")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from dense_ood_ros.detector import Detector
+    from dense_ood_ros.ros import package_path
+
+    model = args.model or package_path("models", "default.pt")
+    source = read_rgb(args.frame)
+    frames = {size: cv2.resize(source, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+              for size in args.sizes}
+    print(f"bare detector ({args.backend}) ...", file=sys.stderr, flush=True)
+    detector = Detector.from_model(model, args.backend)
+    bare = {f"{h}x{w}": bare_detector_figures(detector, frame, 50)
+            for (h, w), frame in frames.items()}
+    backend = detector.backend.describe()
+    del detector
+    runs: List[Dict] = []
+    with node_under_test(model, args.backend) as (process, recorder):
+        stamp = 1_000
+        for (height, width), frame in frames.items():
+            serialized = serialized_frame(frame)
+            warm_up(recorder, serialized, stamp)
+            stamp += 10
+            for rate in args.rates:
+                print(f"{height}x{width} at {rate} Hz ...", file=sys.stderr, flush=True)
+                cpu_before = _cpu_seconds(process.pid)
+                wall_before = time.perf_counter()
+                counts_before = dict(recorder.diagnostics)
+                run = stream(recorder, serialized, float(rate), args.frames, stamp)
+                cpu = (_cpu_seconds(process.pid) - cpu_before) / (time.perf_counter()
+                                                                  - wall_before)
+                recorder.spin_until(time.perf_counter() + 1.5)  # one diagnostics period
+                counts = {key[len("frames_"):]: int(value) - int(counts_before.get(key, 0))
+                          for key, value in recorder.diagnostics.items()
+                          if key.startswith("frames_") and value.isdigit()
+                          and key != "frames_pending"}
+                run.update(size=f"{height}x{width}", node_cpu_cores=cpu, node_counts=counts)
+                runs.append(run)
+                stamp += args.frames + 10
+    report = {"backend": backend, "model": str(model), "frames": args.frames,
+              "machine": {"cpus": os.cpu_count()}, "bare": bare, "runs": runs}
+    table = markdown(report)
+    print(table)
+    if args.out:
+        write_report(args.out, report, table)
+    return 0
+
+
+def write_report(out: Path, report: Dict, table: str) -> None:
+    """Write OUT.json and OUT.md, each atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out.with_name(out.name + ".json")) as path:
+        Path(path).write_text(json.dumps(report, indent=2))
+    with atomic_write(out.with_name(out.name + ".md")) as path:
+        Path(path).write_text(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
