@@ -25,7 +25,6 @@ Example::
 
 import argparse
 import gc
-import json
 import logging
 import os
 import platform
@@ -41,7 +40,7 @@ from dense_ood_ros.cli import (add_cache_dir, add_model, add_scores, add_threads
                                parse_size)
 from dense_ood_ros.detector import Detector
 from dense_ood_ros.host import available_cpu_count
-from dense_ood_ros.io import list_images, read_rgb
+from dense_ood_ros.io import list_images, read_rgb, write_report
 from dense_ood_ros.preprocessing import resize_frame
 
 logger = logging.getLogger(__name__)
@@ -525,9 +524,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = markdown(report)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2))
-        args.out.with_name(args.out.name + ".md").write_text(table)
+        write_report(args.out, report, table)
     return 0
 
 

@@ -4,12 +4,13 @@ And :func:`atomic_write`, through which every report and artefact is written: al
 """
 
 import hashlib
+import json
 import os
 import secrets
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -190,3 +191,16 @@ def file_sha256(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_report(out: Union[str, Path], report: Dict[str, Any], table: str) -> None:
+    """Write a command's ``--out PATH`` results: PATH.json (``report``) and PATH.md (``table``).
+
+    Each file is written atomically (:func:`atomic_write`); the folder is created.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out.with_name(out.name + ".json")) as path:
+        Path(path).write_text(json.dumps(report, indent=2))
+    with atomic_write(out.with_name(out.name + ".md")) as path:
+        Path(path).write_text(table)

@@ -49,6 +49,7 @@ if str(REPO_ROOT) not in sys.path:
 from dense_ood_ros.benchmark import (LoadMeter, describe_machine, load_frames,  # noqa: E402
                                      time_interleaved, wait_until_quiet)
 from dense_ood_ros.cli import parse_size  # noqa: E402
+from dense_ood_ros.io import write_report  # noqa: E402
 
 logger = logging.getLogger("profile_cpu")
 
@@ -746,9 +747,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = markdown(report)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2))
-        args.out.with_name(args.out.name + ".md").write_text(table)
+        write_report(args.out, report, table)
     return 0
 
 

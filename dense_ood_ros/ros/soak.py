@@ -19,10 +19,9 @@ import cv2
 import numpy as np
 
 from dense_ood_ros.cli import add_backend, command_parser, parse_size
-from dense_ood_ros.io import read_rgb
+from dense_ood_ros.io import read_rgb, write_report
 from dense_ood_ros.ros.stream_benchmark import (DEFAULT_FRAME, node_under_test, rss_bytes,
-                                                serialized_frame, stream, warm_up,
-                                                write_report)
+                                                serialized_frame, stream, warm_up)
 
 MB = 1 << 20
 

@@ -11,7 +11,6 @@ accounting from /diagnostics. For comparison, the same frames run through the sa
 the end-to-end figure of ``dense-ood-benchmark``).
 """
 
-import json
 import os
 import struct
 import subprocess
@@ -25,7 +24,7 @@ import cv2
 import numpy as np
 
 from dense_ood_ros.cli import add_backend, command_parser, parse_ints, parse_size
-from dense_ood_ros.io import atomic_write, read_rgb
+from dense_ood_ros.io import read_rgb, write_report
 
 #: CDR offset of header.stamp in a serialized sensor_msgs/Image (after the 4-byte
 #: encapsulation header): sec (int32), nanosec (uint32), little endian.
@@ -304,15 +303,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         write_report(args.out, report, table)
     return 0
-
-
-def write_report(out: Path, report: Dict, table: str) -> None:
-    """Write OUT.json and OUT.md, each atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out.with_name(out.name + ".json")) as path:
-        Path(path).write_text(json.dumps(report, indent=2))
-    with atomic_write(out.with_name(out.name + ".md")) as path:
-        Path(path).write_text(table)
 
 
 if __name__ == "__main__":
