@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from dense_ood_ros.cli import command_parser
 from dense_ood_ros.io import list_images, read_label, read_rgb
+from dense_ood_ros.label_set import ShortRepr
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -158,8 +159,82 @@ class _UnfinishedMcapReader(McapReader):
         self.unfinished = reason
 
 
+#: Error messages show a short repr of a bad value (also of an integer too long for ``str``).
+_SHOW = ShortRepr()
+
+
+def _same_topic(listed, held) -> bool:
+    """Whether rosbags' DirectoryReader reads storage connection ``held`` for ``listed``.
+
+    As its ``messages`` matches them: topic, type, serialization format and QoS profiles
+    (``ext``), and the type hash where both have one.
+    """
+    return (held.topic == listed.topic and held.msgtype == listed.msgtype
+            and held.ext == listed.ext
+            and (not held.digest or not listed.digest or held.digest == listed.digest))
+
+
 class _DirectoryReader(DirectoryReader):
+    """rosbags' reader of a bag folder, which also checks what it takes from metadata.yaml.
+
+    rosbags uses the storage file list and ``custom_data`` unchecked, fails to close a bag
+    whose ``files`` is a string, and silently reads nothing for a topic metadata.yaml lists
+    differently from every storage file.
+    """
+
     STORAGE_PLUGINS = {"mcap": _UnfinishedMcapReader, "sqlite3": Sqlite3Reader}
+
+    def open(self) -> None:
+        super().open()
+        try:
+            self._check_metadata()
+        except BaseException:
+            with suppress(Exception):
+                self.close()
+            raise
+
+    def close(self) -> None:
+        if not isinstance(self.files, list):  # metadata.yaml's 'files' (unused) as a string
+            self.files = []  # rosbags' close() calls files.clear() before closing the files
+        super().close()
+
+    def _check_metadata(self) -> None:
+        if not self.storages:
+            raise ReaderError("metadata.yaml lists no storage file ('relative_file_paths')")
+        paths = [storage.path for storage in self.storages]
+        twice = sorted({path.name for path in paths if paths.count(path) > 1})
+        if twice:
+            raise ReaderError(f"metadata.yaml lists storage file {twice[0]} more than once")
+        custom = self.metadata.custom
+        if custom is not None and not (isinstance(custom, dict) and all(
+                isinstance(key, str) and isinstance(value, str) for key, value in custom.items())):
+            raise ReaderError(f"metadata.yaml: 'custom_data' must map strings to strings, "
+                              f"got {_SHOW.repr(custom)}")
+
+    def unmatched(self, connections) -> list:
+        """Return the ``connections`` (metadata.yaml's) no storage file's connection matches."""
+        held = [connection for storage in self.storages for connection in storage.connections]
+        return [listed for listed in connections
+                if not any(_same_topic(listed, other) for other in held)]
+
+    def held_as(self, topic: str) -> List[str]:
+        """Return the message types under which the storage files hold ``topic``."""
+        return sorted({c.msgtype for storage in self.storages for c in storage.connections
+                       if c.topic == topic})
+
+
+def _topics_problem(connections) -> Optional[str]:
+    """Say what is wrong with the topics of a bag (rosbags takes metadata.yaml's unchecked)."""
+    for connection in connections:
+        if not isinstance(connection.topic, str):
+            return f"a topic name is not a string: {_SHOW.repr(connection.topic)}"
+        if not isinstance(connection.msgtype, str) or not connection.msgtype:
+            return (f"topic {connection.topic} has no message type, "
+                    f"got {_SHOW.repr(connection.msgtype)}")
+        count = connection.msgcount
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return f"topic {connection.topic} has an invalid message count {_SHOW.repr(count)}"
+    return None
 
 
 class _Reader(Reader):
@@ -201,6 +276,10 @@ class BagReader:
             raise BagError(self.path, f"cannot open: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - e.g. sqlite3.DatabaseError: name the bag
             raise BagError(self.path, f"cannot open: {type(exc).__name__}: {exc}") from None
+        problem = _topics_problem(self._reader.connections)
+        if problem is not None:
+            self._reader.close()
+            raise BagError(self.path, f"cannot open: {problem}")
         storages = (self._reader.storage.storages if isinstance(self._reader.storage,
                                                                 DirectoryReader)
                     else [self._reader.storage])
@@ -266,10 +345,21 @@ class BagReader:
 
         A fault while reading (a truncated or corrupt file) raises BagError naming the topic
         and the index of the message that could not be read (with several topics, the index
-        on the first of them).
+        on the first of them). So does a topic that metadata.yaml lists otherwise than every
+        storage file holds it (another type, QoS profiles or type hash), before any message.
         """
         names = list(topics)
         connections = [c for c in self._reader.connections if c.topic in names]
+        unmatched = (self._reader.storage.unmatched(connections)
+                     if isinstance(self._reader.storage, _DirectoryReader) else [])
+        if unmatched:  # rosbags would read nothing for it, silently
+            listed = unmatched[0]
+            held = self._reader.storage.held_as(listed.topic)
+            raise BagError(self.path, f"metadata.yaml lists this topic as {listed.msgtype}, but "
+                                      "no storage file holds it with that type, serialization "
+                                      "format, QoS profiles and type hash ("
+                                      + (f"they hold it as {', '.join(held)}" if held
+                                         else "they do not hold it") + ")", topic=listed.topic)
         counts = dict.fromkeys(names, 0)
         iterator = self._reader.messages(connections) if connections else iter(())
         while True:

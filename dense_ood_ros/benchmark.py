@@ -49,6 +49,7 @@ DEFAULT_FRAMES = Path("../shared/data/camvid/test")
 LABELS_ONLY = "labels only"
 THROUGHPUT = "throughput vs torch:cpu"
 SCORE_COST = "score cost (p50 inference latency added)"
+MODEL_SPEED_UP = "throughput vs the same backend on --model"
 #: Backend specs "name[:option[:option]][:key=value...]": each backend's positional options
 #: in this order, e.g. torch:cpu, torch:cuda:fp16 (device, precision), onnxruntime:cpu:int8
 #: (device, precision), tensorrt:int8; then any other option of the backend by name, e.g.
@@ -60,6 +61,8 @@ QUIET_CORES = 0.15
 #: Named spec values that are not strings.
 _SPEC_VALUES = {"spinning": {"0": False, "1": True, "false": False, "true": True},
                 "threads": None}
+#: The named spec value that picks another model file for a row (any backend).
+MODEL_KEY = "model"
 #: The spec of each GPU candidate of ``auto``.
 GPU_SPECS = {"onnxruntime-gpu": "onnxruntime:cuda", "torch-cuda": "torch:cuda:fp16",
              "tensorrt": "tensorrt:fp16"}
@@ -82,7 +85,8 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
     Positional values come first (:data:`SPEC_OPTIONS`; empty ones are skipped), then
     ``key=value`` pairs for any other option the backend declares:
     ``"onnxruntime:cpu:int8:spinning=1"`` -> ("onnxruntime", {"device": "cpu",
-    "precision": "int8", "spinning": True}).
+    "precision": "int8", "spinning": True}). Every backend also takes ``model=PATH``, a model
+    file other than ``--model`` for that row, so that architectures are compared in one run.
     """
     name, *values = spec.split(":")
     if name not in SPEC_OPTIONS:
@@ -99,9 +103,14 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
     declared = BACKENDS[name].options
     for pair in named:
         key, value = pair.split("=", 1)
+        if key == MODEL_KEY:
+            if not value:
+                raise ValueError(f"backend spec {spec!r}: {MODEL_KEY}= needs a model file")
+            options[key] = value
+            continue
         if key not in declared or key in names:
             raise ValueError(f"backend spec {spec!r}: {name} has no named option {key!r}; "
-                             f"it takes {sorted(set(declared) - set(names))}")
+                             f"it takes {sorted(set(declared) - set(names) | {MODEL_KEY})}")
         table = _SPEC_VALUES.get(key, {})
         if key == "threads":
             options[key] = int(value)
@@ -267,11 +276,13 @@ def run_backend(model: Path, spec: str, input_size: Tuple[int, int], frames: Seq
     graph.
     """
     name, options = parse_spec(spec)
+    model = Path(options.pop(MODEL_KEY, model))
     variants = [False, True] if args.score_cost else [False]
     rss_before, gpu_before = rss_mb(), gpu_used_mb()
     results, timed = [], []
     for labels_only in variants:
-        result: Dict[str, Any] = {"backend": spec, "input_size": list(input_size),
+        result: Dict[str, Any] = {"backend": spec, "model": str(model),
+                                  "input_size": list(input_size),
                                   "graph": LABELS_ONLY if labels_only else "+".join(args.scores)}
         results.append(result)
         started = time.perf_counter()
@@ -383,7 +394,25 @@ def ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                          "input_size": r["input_size"],
                          "end_to_end": r["end_to_end"]["fps"] / base["end_to_end"]["fps"],
                          "inference": r["inference"]["fps"] / base["inference"]["fps"]})
+        other_model = _spec_without_model(r["backend"])
+        same_backend = next((o for o in same if o["backend"] == other_model
+                             and o["graph"] == r["graph"]), None)
+        if other_model != r["backend"] and same_backend is not None:
+            rows.append({"kind": MODEL_SPEED_UP, "backend": r["backend"],
+                         "input_size": r["input_size"],
+                         "end_to_end": _fps_ratio(r, same_backend, "end_to_end"),
+                         "inference": _fps_ratio(r, same_backend, "inference")})
     return rows
+
+
+def _spec_without_model(spec: str) -> str:
+    return ":".join(part for part in spec.split(":") if not part.startswith(MODEL_KEY + "="))
+
+
+def _fps_ratio(result: Dict[str, Any], base: Dict[str, Any], timing: str) -> Optional[float]:
+    if not result.get(timing) or not base.get(timing):
+        return None
+    return result[timing]["fps"] / base[timing]["fps"]
 
 
 def _latencies(timing: Optional[Dict[str, float]]) -> str:
@@ -396,7 +425,7 @@ def _latencies(timing: Optional[Dict[str, float]]) -> str:
 def _ratio(value: Optional[float], kind: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}x" if kind == THROUGHPUT else f"{value:+.1%}"
+    return f"{value:.2f}x" if kind in (THROUGHPUT, MODEL_SPEED_UP) else f"{value:+.1%}"
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -419,15 +448,17 @@ def markdown(report: Dict[str, Any]) -> str:
         "p95 / p99 ms | RSS MB | GPU MB | other load |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    several_models = len({r.get("model", s["model"]) for r in report["results"]}) > 1
     for r in report["results"]:
         size = f"{r['input_size'][0]}x{r['input_size'][1]}"
+        model = f" `{Path(r.get('model', s['model'])).name}`" if several_models else ""
         if "error" in r:
             lines.append(f"| {r['backend']} | {size} | {r['graph']} | "
                          f"error: {r['error']} | | | | | | |")
             continue
         gpu = "-" if r["gpu_used_mb"] is None else f"{r['gpu_used_mb']:.0f}"
         other = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
-        lines.append(f"| {r['describe']} | {size} | {r['graph']} | "
+        lines.append(f"| {r['describe']}{model} | {size} | {r['graph']} | "
                      f"{_latencies(r.get('end_to_end'))} | {_latencies(r['inference'])} | "
                      f"{r['rss_mb']:.0f} | {gpu} | {other} |")
     lines += ["", "RSS: the benchmark process's resident memory after the row's runs (every "

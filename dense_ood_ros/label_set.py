@@ -32,8 +32,19 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "datasets"
 IGNORE_COLOR = (0, 0, 0)
 #: Label images are uint8: classes and the ignore index are label values 0-255.
 MAX_LABEL_VALUE = 255
+
+
+class ShortRepr(reprlib.Repr):
+    """reprlib's short repr, which also shows an integer too long for ``str`` (4300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # YAML reads 0x<5000 digits> as an int; str() of it fails
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
 #: Error messages show at most this much of a bad value.
-_SHOW = reprlib.Repr()
+_SHOW = ShortRepr()
 _SHOW.maxstring = _SHOW.maxother = 80
 _SHOW.maxlevel = 3
 #: The upgrade command a note or error about a model file without a label set points to.
@@ -47,6 +58,11 @@ class LabelSetError(ValueError):
 
 def _problem(source: str, key: str, problem: str, value: Any) -> LabelSetError:
     return LabelSetError(f"{source}: key '{key}' {problem}, got {_SHOW.repr(value)}")
+
+
+def _key_text(key: Any) -> str:
+    """Return a mapping key as an error message names it: a string as is, else its short repr."""
+    return key if isinstance(key, str) else _SHOW.repr(key)
 
 
 def _is_int(value: Any) -> bool:
@@ -160,7 +176,7 @@ def parse_label_set(values: Dict[str, Any], source: str) -> LabelSet:
         key = f"classes[{index}]"
         if not isinstance(entry, dict):
             raise _problem(source, key, "must be a mapping {name: ..., color: [r, g, b]}", entry)
-        unknown = sorted(str(k) for k in entry if k not in ("name", "color"))
+        unknown = sorted(_key_text(k) for k in entry if k not in ("name", "color"))
         if unknown:
             raise LabelSetError(f"{source}: unknown key(s) "
                                 f"{', '.join(f'{key}.{k}' for k in unknown)}")
@@ -188,13 +204,22 @@ def read_description_yaml(path: Union[str, Path]) -> Dict[str, Any]:
 
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LabelSetError(f"dataset description not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelSetError(f"cannot read dataset description {path}: {exc}") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LabelSetError(f"dataset description {path} is not valid YAML: "
                             + " ".join(str(exc).split())) from None
-    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
+        # PyYAML's constructors raise these for a scalar they cannot build: a date 2001-13-01,
+        # ``!!int abc``, ``!!bool maybe``, an integer of over 4300 digits
+        raise LabelSetError(f"dataset description {path} is not valid YAML: a value cannot be "
+                            f"read ({type(exc).__name__}: {_SHOW.repr(str(exc))})") from None
+    except RecursionError as exc:
         raise LabelSetError(f"cannot read dataset description {path}: {exc}") from None
     if not isinstance(values, dict):
         raise LabelSetError(f"dataset description {path} must be a mapping of keys, "

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Re-measure the evaluation numbers in models/MODEL_CARD.md (its training runs have their own
-# commands there): generates CamVid-Paste (val, test), evaluates the shipped CE-only and NFlowJS
-# models with dense-ood-evaluate and lists the NFlowJS model's missed anomaly pixels
-# (training.misses); ~17 min on 2 cores.
+# commands there): generates CamVid-Paste (val, test), evaluates the shipped CE-only, NFlowJS and
+# separable models with dense-ood-evaluate and lists the NFlowJS model's missed anomaly pixels
+# (training.misses); ~25 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -13,7 +13,7 @@ for split in val test; do
   [ -f "data_generated/camvid_paste/$split/manifest.json" ] || \
     $PY -m training.data.camvid_paste --split "$split" --seed 0 --out "data_generated/camvid_paste/$split"
 done
-for model in camvid_ce default; do
+for model in camvid_ce default separable; do
   .venv/bin/dense-ood-evaluate --model "models/$model.pt" --images "$CAMVID/test" \
     --semantic-labels "$CAMVID/testannot" --out "$OUT/$model/camvid_test"
   for split in val test; do

@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dense_ood_ros import benchmark
-from dense_ood_ros.benchmark import (LABELS_ONLY, SCORE_COST, THROUGHPUT, LoadMeter, best_of,
-                                     default_backends, latency_stats, main, parse_spec, ratios,
-                                     wait_until_quiet)
+from dense_ood_ros.benchmark import (LABELS_ONLY, MODEL_SPEED_UP, SCORE_COST, THROUGHPUT,
+                                     LoadMeter, best_of, default_backends, latency_stats, main,
+                                     parse_spec, ratios, wait_until_quiet)
 
 
 def test_latency_stats():
@@ -48,6 +49,14 @@ def test_parse_spec_takes_onnxruntime_precision_and_named_options():
         parse_spec("onnxruntime:cpu:spinning=maybe")
     with pytest.raises(ValueError, match="has 3 options"):
         parse_spec("onnxruntime:cpu:int8:extra")
+
+
+def test_parse_spec_takes_another_model_file_for_any_backend():
+    assert parse_spec("onnxruntime:cpu:int8:model=models/other.pt") == (
+        "onnxruntime", {"device": "cpu", "precision": "int8", "model": "models/other.pt"})
+    assert parse_spec("torch:cpu:model=a.pt") == ("torch", {"device": "cpu", "model": "a.pt"})
+    with pytest.raises(ValueError, match="model= needs a model file"):
+        parse_spec("torch:cpu:model=")
 
 
 def test_load_meter_and_quiet_wait_report_other_processes_cpu():
@@ -95,6 +104,22 @@ def test_ratios_compare_with_torch_and_labels_only():
             and rows[1]["end_to_end"] is None)
 
 
+def test_ratios_compare_a_second_model_with_the_same_backend():
+    def result(backend, fps):
+        timing = {"fps": fps, "p50_ms": 1000.0 / fps}
+        return {"backend": backend, "graph": "jsd", "input_size": [360, 480],
+                "end_to_end": timing, "inference": timing}
+
+    rows = ratios([result("onnxruntime:cpu", 10.0), result("onnxruntime:cpu:int8", 12.0),
+                   result("onnxruntime:cpu:model=light.pt", 15.0),
+                   result("onnxruntime:cpu:int8:model=light.pt", 20.0)])
+    assert [(r["kind"], r["backend"]) for r in rows] == [
+        (MODEL_SPEED_UP, "onnxruntime:cpu:model=light.pt"),
+        (MODEL_SPEED_UP, "onnxruntime:cpu:int8:model=light.pt")]
+    assert rows[0]["inference"] == pytest.approx(1.5)
+    assert rows[1]["end_to_end"] == pytest.approx(20.0 / 12.0)
+
+
 def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     specs = "torch:cpu,onnxruntime:cpu,onnxruntime:cpu:fp32:spinning=1"
@@ -128,6 +153,32 @@ def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, ca
     table = out_md.read_text()
     assert "| backend | input | graph | e2e FPS" in table and "Machine:" in table
     assert table in capsys.readouterr().out
+
+
+def test_benchmark_compares_two_architectures_in_one_run(checkpoint, camvid_dir, tmp_path):
+    from dense_ood_ros.checkpoint import save_checkpoint
+    from dense_ood_ros.label_set import description_label_set
+    from dense_ood_ros.models import build_model
+
+    separable = tmp_path / "separable.pt"
+    torch.manual_seed(0)
+    camvid = description_label_set("camvid")
+    save_checkpoint(separable, build_model("efficientnet_lite0_swiftnet_separable",
+                                           camvid.num_classes, pretrained=False),
+                    "efficientnet_lite0_swiftnet_separable", camvid, (64, 96), {})
+    code = main(["--model", str(checkpoint), "--backends",
+                 f"onnxruntime:cpu,onnxruntime:cpu:model={separable}", "--sizes", "64x96",
+                 "--frame-size", "96x128", "--frames", str(camvid_dir / "test"),
+                 "--num-frames", "2", "--warmup", "1", "--iters", "2", "--threads", "1",
+                 "--no-score-cost", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "bench")])
+    assert code == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["model"] for r in report["results"]] == [str(checkpoint), str(separable)]
+    assert all(r["inference"]["fps"] > 0 for r in report["results"])
+    assert [q["kind"] for q in report["ratios"]] == [MODEL_SPEED_UP]
+    table = (tmp_path / "bench.md").read_text()
+    assert "`separable.pt`" in table and f"`{checkpoint.name}`" in table
 
 
 def test_benchmark_rejects_bad_arguments(checkpoint, tmp_path, capsys):

@@ -267,6 +267,24 @@ def test_random_documents_load_or_name_the_file_or_a_key(work_dir, document):
         assert str(path) in result or "config key" in result, result
 
 
+@pytest.mark.parametrize("document", [
+    "seed: 2001-13-01\n", "2001-02-30: 1\n", "seed: !!int abc\n", "seed: !!int\n",
+    "amp: !!bool maybe\n", "seed: !!timestamp soon\n", "seed: " + "9" * 5000 + "\n",
+    "seed: 0x" + "f" * 5000 + "\n"])
+def test_yaml_values_that_pyyaml_cannot_build_are_named_config_errors(tmp_path, document):
+    """Values YAML parses but PyYAML cannot build, and huge integers, name the file or key.
+
+    PyYAML raises ValueError/TypeError/... (not YAMLError) for these, and str() of an integer
+    over 4300 digits raises.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_text(document)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value) or "config key 'seed'" in str(error.value)
+    assert len(str(error.value)) < 400
+
+
 def test_a_billion_laughs_config_is_refused_quickly(tmp_path):
     """Nested aliases expand to 10**10 elements: the error must not print (or walk) them."""
     anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [

@@ -46,6 +46,37 @@ class TestEfficientNetLite0SwiftNet(ModelContract):
     name = "efficientnet_lite0_swiftnet"
 
 
+class TestEfficientNetLite0SwiftNetSeparable(ModelContract):
+    name = "efficientnet_lite0_swiftnet_separable"
+
+
+def _conv_flops(model: torch.nn.Module, size=(360, 480)) -> int:
+    """Multiply-adds of every convolution at ``size``, counted with forward hooks."""
+    total = []
+
+    def count(module, inputs, output):
+        weight = module.weight
+        total.append(output.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3])
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, *size))
+    for hook in hooks:
+        hook.remove()
+    return sum(total)
+
+
+def test_separable_blends_halve_the_convolution_cost():
+    dense = build_model("efficientnet_lite0_swiftnet", 11, pretrained=False).eval()
+    separable = build_model("efficientnet_lite0_swiftnet_separable", 11, pretrained=False).eval()
+    blends = [m.blend for m in separable.decoder.ladder]
+    assert all(any(c.groups == c.in_channels > 1 for c in blend if isinstance(c, torch.nn.Conv2d))
+               for blend in blends)
+    ratio = _conv_flops(separable) / _conv_flops(dense)
+    assert 0.35 < ratio < 0.55, ratio
+
+
 def test_every_model_has_a_contract_test():
     tested = {cls.name for cls in ModelContract.__subclasses__()}
     assert tested == set(MODELS)

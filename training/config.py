@@ -8,13 +8,13 @@ file or the key, never another exception (``test/test_fuzz_inputs.py`` fuzzes th
 import argparse
 import dataclasses
 import math
-import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from dense_ood_ros.label_set import ShortRepr
 from training.data.description import DatasetDescriptionError, load_description
 
 
@@ -137,8 +137,8 @@ MINIMUMS = {
     "nflowjs.eval_every": 1,
 }
 #: Error messages show at most this much of a bad value (a YAML alias can expand to a
-#: structure of billions of elements).
-_SHOW = reprlib.Repr()
+#: structure of billions of elements; an integer can have more digits than ``str`` prints).
+_SHOW = ShortRepr()
 _SHOW.maxstring = _SHOW.maxother = 80
 _SHOW.maxlevel = 2
 
@@ -240,11 +240,20 @@ def parse_overrides(items: List[str]) -> Dict[str, Any]:
 def _read_yaml(path: Path) -> Dict[str, Any]:
     """Return the mapping a YAML config file holds; ConfigError names the file."""
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read training config {path}: {exc}") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"training config {path} is not valid YAML: "
                           + " ".join(str(exc).split())) from None
-    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
+        # PyYAML's constructors raise these for a scalar they cannot build: a date 2001-13-01,
+        # ``!!int abc``, ``!!bool maybe``, an integer of over 4300 digits
+        raise ConfigError(f"training config {path} is not valid YAML: a value cannot be read "
+                          f"({type(exc).__name__}: {_SHOW.repr(str(exc))})") from None
+    except RecursionError as exc:
         raise ConfigError(f"cannot read training config {path}: {exc}") from None
     if values is None:  # an empty file: the defaults
         return {}
@@ -288,6 +297,8 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
     if low > high:
         raise ConfigError(f"config key 'nflowjs.side_range' must be [low, high] with "
                           f"low <= high, got {[low, high]}")
+    if not 0 <= config.seed < 2 ** 63:  # torch.manual_seed takes a 64-bit seed
+        raise _key_error("seed", "must be an integer in [0, 2**63)", config.seed)
     if config.device not in DEVICES:
         raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                           f"got {_SHOW.repr(config.device)}")

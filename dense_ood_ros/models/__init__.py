@@ -13,21 +13,32 @@ from dense_ood_ros.models.encoders.efficientnet_lite import (EfficientNetLite0,
 from dense_ood_ros.models.segmenter import Segmenter
 
 
-def efficientnet_lite0_swiftnet(num_classes: int, pretrained: bool = True) -> Segmenter:
-    """Build EfficientNet-Lite0 + SwiftNet ladder decoder with SPP.
-
-    The encoder starts from ImageNet weights when ``pretrained``.
-    """
+def _efficientnet_lite0(pretrained: bool) -> EfficientNetLite0:
+    """EfficientNet-Lite0 without its ImageNet head, from ImageNet weights when ``pretrained``."""
     encoder = EfficientNetLite0()
     if pretrained:
         load_imagenet_weights(encoder)
-    # The ImageNet head is not part of the segmentation model.
     del encoder._conv_head, encoder._bn1, encoder._fc
+    return encoder
+
+
+def efficientnet_lite0_swiftnet(num_classes: int, pretrained: bool = True) -> Segmenter:
+    """Build EfficientNet-Lite0 + SwiftNet ladder decoder with SPP (dense 3x3 blends)."""
+    encoder = _efficientnet_lite0(pretrained)
     return Segmenter(encoder, SwiftNetDecoder(encoder.out_channels, num_classes))
+
+
+def efficientnet_lite0_swiftnet_separable(num_classes: int,
+                                          pretrained: bool = True) -> Segmenter:
+    """Build the same with depthwise-separable blends: ~half the FLOPs, for CPUs."""
+    encoder = _efficientnet_lite0(pretrained)
+    return Segmenter(encoder, SwiftNetDecoder(encoder.out_channels, num_classes,
+                                              blend="separable"))
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite0_swiftnet": efficientnet_lite0_swiftnet,
+    "efficientnet_lite0_swiftnet_separable": efficientnet_lite0_swiftnet_separable,
 }
 
 

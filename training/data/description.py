@@ -29,8 +29,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from dense_ood_ros.label_set import (MAX_LABEL_VALUE, LabelSet, LabelSetError, _SHOW,
-                                     description_path, file_version, parse_label_set,
-                                     read_description_yaml)
+                                     _key_text, description_path, file_version,
+                                     parse_label_set, read_description_yaml)
 
 LAYOUTS = ("folders", "cityscapes")
 KEYS = ("name", "title", "layout", "root", "splits", "classes", "ignore_index", "label_values")
@@ -132,11 +132,12 @@ def _splits(source: str, values: Any, layout: str) -> Dict[str, SplitFolders]:
                      "{images: ..., labels: ..., list: ...}", values)
     splits = {}
     for split, folders in values.items():
-        key = f"splits.{split}"
+        key = f"splits.{_key_text(split)}"
         if not isinstance(split, str) or not isinstance(folders, dict):
             raise _error(source, key, "must be {images: FOLDER, labels: FOLDER, list: FILE}",
                          folders)
-        unknown = sorted(str(k) for k in folders if k not in ("images", "labels", "list"))
+        unknown = sorted(_key_text(k) for k in folders
+                         if k not in ("images", "labels", "list"))
         if unknown:
             raise DatasetDescriptionError(f"{source}: unknown key(s) "
                                           f"{', '.join(f'{key}.{k}' for k in unknown)}")
@@ -167,7 +168,7 @@ def _label_values(source: str, values: Any, layout: str,
     index = {name: i for i, name in enumerate(label_set.class_names)}
     mapping = {}
     for stored, target in values.items():
-        key = f"label_values.{stored}"
+        key = f"label_values.{_key_text(stored)}"
         if isinstance(stored, bool) or not isinstance(stored, int) or not 0 <= stored <= 255:
             raise _error(source, key, "is not a label value: stored values are integers 0-255",
                          stored)
@@ -194,7 +195,7 @@ def _label_values(source: str, values: Any, layout: str,
 def parse_description(values: Dict[str, Any], source: Union[str, Path]) -> DatasetDescription:
     """Check the keys of a description (a YAML mapping) read from ``source``."""
     where = f"dataset description {source}"
-    unknown = sorted(str(k) for k in values if k not in KEYS)
+    unknown = sorted(_key_text(k) for k in values if k not in KEYS)
     if unknown:
         raise DatasetDescriptionError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                                       f"known: {list(KEYS)}")
