@@ -18,7 +18,7 @@ import logging
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Type, Union
 
 import cv2
 import numpy as np
@@ -198,29 +198,36 @@ def parse_label_set(values: Dict[str, Any], source: str) -> LabelSet:
     return LabelSet(name.strip(), tuple(names), tuple(colors), int(ignore_index))
 
 
-def read_description_yaml(path: Union[str, Path]) -> Dict[str, Any]:
-    """Return the mapping a dataset description file holds; LabelSetError names the file."""
+def read_yaml(path: Union[str, Path], what: str, error: Type[ValueError]) -> Any:
+    """Return what the YAML file ``path`` holds; ``error`` (naming ``what`` and the file) if not.
+
+    Reading, parsing and building the values all end in ``error``: besides YAMLError, PyYAML's
+    constructors raise ValueError/TypeError/... for a scalar they cannot build (a date
+    2001-13-01, ``!!int abc``, ``!!bool maybe``, an integer of over 4300 digits).
+    """
     import yaml  # here: model files carry their label set, and a GPU machine may lack PyYAML
 
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LabelSetError(f"dataset description not found: {path}") from None
+        raise error(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LabelSetError(f"cannot read dataset description {path}: {exc}") from None
+        raise error(f"cannot read {what} {path}: {exc}") from None
     try:
-        values = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise LabelSetError(f"dataset description {path} is not valid YAML: "
-                            + " ".join(str(exc).split())) from None
+        raise error(f"{what} {path} is not valid YAML: " + " ".join(str(exc).split())) from None
     except (ValueError, TypeError, AttributeError, LookupError) as exc:
-        # PyYAML's constructors raise these for a scalar they cannot build: a date 2001-13-01,
-        # ``!!int abc``, ``!!bool maybe``, an integer of over 4300 digits
-        raise LabelSetError(f"dataset description {path} is not valid YAML: a value cannot be "
-                            f"read ({type(exc).__name__}: {_SHOW.repr(str(exc))})") from None
+        raise error(f"{what} {path} is not valid YAML: a value cannot be read "
+                    f"({type(exc).__name__}: {_SHOW.repr(str(exc))})") from None
     except RecursionError as exc:
-        raise LabelSetError(f"cannot read dataset description {path}: {exc}") from None
+        raise error(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_description_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    """Return the mapping a dataset description file holds; LabelSetError names the file."""
+    values = read_yaml(path, "dataset description", LabelSetError)
     if not isinstance(values, dict):
         raise LabelSetError(f"dataset description {path} must be a mapping of keys, "
                             f"got {_SHOW.repr(values)}")

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin
 
 import yaml
 
-from dense_ood_ros.label_set import ShortRepr
+from dense_ood_ros.label_set import ShortRepr, read_yaml
 from training.data.description import DatasetDescriptionError, load_description
 
 
@@ -239,22 +239,7 @@ def parse_overrides(items: List[str]) -> Dict[str, Any]:
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
     """Return the mapping a YAML config file holds; ConfigError names the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc}") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: "
-                          + " ".join(str(exc).split())) from None
-    except (ValueError, TypeError, AttributeError, LookupError) as exc:
-        # PyYAML's constructors raise these for a scalar they cannot build: a date 2001-13-01,
-        # ``!!int abc``, ``!!bool maybe``, an integer of over 4300 digits
-        raise ConfigError(f"training config {path} is not valid YAML: a value cannot be read "
-                          f"({type(exc).__name__}: {_SHOW.repr(str(exc))})") from None
-    except RecursionError as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc}") from None
+    values = read_yaml(path, "training config", ConfigError)
     if values is None:  # an empty file: the defaults
         return {}
     if not isinstance(values, dict):
