@@ -41,7 +41,7 @@ def soak(model: Path, backend: str, size, rate_hz: float, frames: int,
     frame = cv2.resize(read_rgb(frame_path), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     serialized = serialized_frame(frame)
     with node_under_test(model, backend) as (process, recorder):
-        warm_up(recorder, serialized, 1)
+        first_stamp = warm_up(recorder, serialized, 1) + 100
         samples = [{"frame": 0, "rss_mb": rss_bytes(process.pid) / MB}]
 
         def sample(index: int) -> None:
@@ -49,7 +49,7 @@ def soak(model: Path, backend: str, size, rate_hz: float, frames: int,
                 samples.append({"frame": index + 1, "rss_mb": rss_bytes(process.pid) / MB})
 
         started = time.perf_counter()
-        run = stream(recorder, serialized, rate_hz, frames, 100, every_frame=sample)
+        run = stream(recorder, serialized, rate_hz, frames, first_stamp, every_frame=sample)
         duration = time.perf_counter() - started
         deadline = time.perf_counter() + 10  # diagnostics once the last frame is done
         recorder.spin_until(time.perf_counter() + 1.5)

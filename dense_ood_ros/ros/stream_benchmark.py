@@ -252,10 +252,26 @@ def serialized_frame(frame: np.ndarray) -> bytearray:
     return bytearray(serialize_message(numpy_to_image(frame, "rgb8")))
 
 
-def warm_up(recorder: StreamRecorder, serialized: bytearray, first_stamp: int) -> None:
-    """Send a few frames until the node answers one (its model is loaded)."""
-    if not stream(recorder, serialized, 2.0, 4, first_stamp, settle_s=2.0)["answered"]:
-        raise RuntimeError("the node answered none of the warm-up frames")
+#: How long warm_up keeps sending before it gives up: loading a model (and exporting it on a
+#: first run) takes seconds on an idle machine, far longer on a busy one.
+WARM_UP_TIMEOUT_S = 120.0
+
+
+def warm_up(recorder: StreamRecorder, serialized: bytearray, first_stamp: int,
+            timeout_s: float = WARM_UP_TIMEOUT_S) -> int:
+    """Send bursts of frames until the node answers one (its model is loaded).
+
+    Returns the next unused stamp; RuntimeError if nothing was answered within ``timeout_s``.
+    """
+    deadline = time.perf_counter() + timeout_s
+    stamp = first_stamp
+    while True:
+        answered = stream(recorder, serialized, 2.0, 4, stamp, settle_s=2.0)["answered"]
+        stamp += 4
+        if answered:
+            return stamp
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the node answered none of the warm-up frames in {timeout_s:g} s")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -278,8 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stamp = 1_000
         for (height, width), frame in frames.items():
             serialized = serialized_frame(frame)
-            warm_up(recorder, serialized, stamp)
-            stamp += 10
+            stamp = warm_up(recorder, serialized, stamp) + 10
             for rate in args.rates:
                 print(f"{height}x{width} at {rate} Hz ...", file=sys.stderr, flush=True)
                 cpu_before = _cpu_seconds(process.pid)
