@@ -17,6 +17,9 @@ Sections (``--sections``, comma-separated, default all):
 * ``levers``: inference latency of ONNX Runtime settings, each against the default in turn,
   timed interleaved (A, B, A, B, ...): graph optimisation level, intra-op threads, spinning,
   precision, and the score's cost (labels-only graph).
+* ``encoder``: the encoder alone (uint8 image in, normalisation and the encoder's feature maps
+  out, exported from the same checkpoint) timed interleaved with the whole graph: the part of
+  the frame no decoder can remove, and the frame rate that bounds any decoder on this encoder.
 * ``recipes``: which convolutions to quantize: a few INT8 recipes (calibrated alike on
   ``--recipe-frames`` CamVid train frames), each with its label agreement and mean score
   difference against fp32 on the frames, and latency, all timed interleaved.
@@ -53,7 +56,7 @@ from dense_ood_ros.io import write_report  # noqa: E402
 
 logger = logging.getLogger("profile_cpu")
 
-SECTIONS = ("machine", "flops", "ort", "detector", "levers", "recipes")
+SECTIONS = ("machine", "flops", "ort", "detector", "levers", "encoder", "recipes")
 #: Untimed runs before each timed series (and left out of ONNX Runtime's profile).
 WARMUP = 3
 
@@ -456,6 +459,56 @@ def _pair(args, name: str, reference, variant, batches, interleave: bool = True
             "change": timings[1]["p50_ms"] / timings[0]["p50_ms"] - 1.0, "other_cores": other}
 
 
+def encoder_graph(segmenter):
+    """The inference graph cut after the encoder: uint8 (N, H, W, 3) -> the encoder's maps."""
+    from torch import nn
+
+    from dense_ood_ros.preprocessing import Normalize
+
+    class EncoderGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.normalize = Normalize()
+            self.encoder = segmenter.encoder
+
+        def forward(self, images_nhwc):
+            return tuple(self.encoder(self.normalize(images_nhwc)))
+
+    return EncoderGraph().eval()
+
+
+def section_encoder(args, graphs: Dict[str, Path], frames: Sequence[np.ndarray]
+                    ) -> Dict[str, Any]:
+    """The encoder alone against the whole fp32 graph, interleaved."""
+    import io
+    import warnings
+
+    import torch
+
+    from dense_ood_ros.checkpoint import load_model
+    from dense_ood_ros.preprocessing import resize_frame
+
+    segmenter, _ = load_model(args.model)
+    exported = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(encoder_graph(segmenter), (torch.zeros((1, *args.size, 3),
+                                                                 dtype=torch.uint8),),
+                          exported, dynamo=False, input_names=["images"])
+    encoder, whole = session(exported.getvalue(), args.threads), session(graphs["fp32"],
+                                                                         args.threads)
+    batches = [np.ascontiguousarray(resize_frame(f, args.size)[None]) for f in frames]
+    timings, other = measured(args, lambda: time_interleaved(
+        [lambda i: whole.run(None, {"images": batches[i % len(batches)]}),
+         lambda i: encoder.run(None, {"images": batches[i % len(batches)]})], WARMUP, args.runs))
+    logger.info("encoder alone %.1f ms p50 of the whole graph's %.1f ms",
+                timings[1]["p50_ms"], timings[0]["p50_ms"])
+    return {"whole": timings[0], "encoder": timings[1], "other_cores": other,
+            "share": timings[1]["p50_ms"] / timings[0]["p50_ms"],
+            "encoder_bound_fps": 1000.0 / timings[1]["p50_ms"],
+            "encoder_bound_fps_best": 1000.0 / timings[1]["min_ms"]}
+
+
 def _convs(model):
     """(node, weight shape, group) of every Conv with an initializer weight."""
     weights = {init.name: list(init.dims) for init in model.graph.initializer}
@@ -612,6 +665,19 @@ def markdown(report: Dict[str, Any], top: int = 20) -> str:
                          f"{r['variant_timing']['p95_ms']:.1f} | {r['change']:+.1%} | "
                          f"{r['other_cores']:.2f} |")
         lines.append("")
+    if "encoder" in sections:
+        e = sections["encoder"]
+        lines += ["## The encoder alone", "",
+                  "| graph | p50 ms | p95 ms | min ms | FPS at p50 |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {t['p50_ms']:.1f} | {t['p95_ms']:.1f} | {t['min_ms']:.1f} | "
+                  f"{1000 / t['p50_ms']:.1f} |"
+                  for name, t in (("whole graph (fp32, jsd)", e["whole"]),
+                                  ("encoder alone (normalisation + encoder)", e["encoder"]))]
+        lines += ["", f"The encoder is {e['share']:.0%} of the whole graph (p50, interleaved; "
+                  f"other processes used {e['other_cores']:.2f} cores). No decoder on this "
+                  f"encoder runs faster than {e['encoder_bound_fps']:.1f} FPS at p50 "
+                  f"({e['encoder_bound_fps_best']:.1f} at the best run), before the decoder, "
+                  "resizes and the node's work.", ""]
     if "recipes" in sections:
         r = sections["recipes"]
         lines += ["## INT8 recipes (inference only, all interleaved)", "",
@@ -742,6 +808,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         out["detector"] = section_detector(args, frames)
     if "levers" in sections:
         out["levers"] = section_levers(args, frames)
+    if "encoder" in sections:
+        out["encoder"] = section_encoder(args, graphs, frames)
     if "recipes" in sections:
         out["recipes"] = section_recipes(args, graphs, frames)
     table = markdown(report)

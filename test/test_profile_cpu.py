@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -112,3 +113,29 @@ def test_flop_floor_counts_quantized_nodes_at_the_int8_rate(profile_cpu):
     assert profile_cpu.floor_ms(flops, machine) == (pytest.approx(20.0), 150.0, 300.0)
     ms, _, _ = profile_cpu.floor_ms(flops, machine, ["a"])
     assert ms == pytest.approx(10.0 + 5.0)
+
+
+def test_encoder_graph_is_the_whole_graph_cut_after_the_encoder(profile_cpu, checkpoint):
+    from dense_ood_ros.checkpoint import load_model
+    from dense_ood_ros.graph import InferenceGraph
+
+    segmenter, _ = load_model(checkpoint)
+    images = torch.randint(0, 256, (1, 64, 96, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        features = profile_cpu.encoder_graph(segmenter)(images)
+        whole = InferenceGraph(segmenter, ()).eval()
+        logits = segmenter.decoder(list(features))
+        expected = segmenter.decoder_logits(whole.normalize(images))
+    assert len(features) > 1 and torch.equal(logits, expected)
+
+
+def test_encoder_section_times_both_graphs(profile_cpu, checkpoint, camvid_dir, tmp_path):
+    assert profile_cpu.main(["--model", str(checkpoint), "--size", "64x96", "--frame-size",
+                             "96x128", "--frames", str(camvid_dir / "test"), "--num-frames", "2",
+                             "--runs", "2", "--threads", "1", "--quiet-timeout", "0",
+                             "--retries", "0", "--cache-dir", str(tmp_path / "cache"),
+                             "--sections", "encoder", "--out", str(tmp_path / "profile")]) == 0
+    encoder = json.loads((tmp_path / "profile.json").read_text())["sections"]["encoder"]
+    assert encoder["whole"]["iterations"] == encoder["encoder"]["iterations"] == 2
+    assert encoder["encoder_bound_fps"] == pytest.approx(1000 / encoder["encoder"]["p50_ms"])
+    assert "## The encoder alone" in (tmp_path / "profile.md").read_text()
