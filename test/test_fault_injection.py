@@ -44,13 +44,15 @@ from dense_ood_ros.backends.calibration import (CalibrationBatches, make_calibra
                                                 write_calibration_table)
 from dense_ood_ros.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_model,
                                       read_checkpoint, save_checkpoint)
-from dense_ood_ros.classes import CAMVID_CLASSES
 from dense_ood_ros.evaluate import EXIT_BAD_INPUT, Evaluation, write_results
 from dense_ood_ros.io import atomic_write, check_writable_folder, write_rgb
+from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics
 from dense_ood_ros.models import build_model
 from dense_ood_ros.onnx_graph import ModelFileError, export_onnx, read_onnx_info
 from training.common import load_state, save_state
+
+CAMVID_CLASSES = description_label_set("camvid").class_names
 
 MODEL = "efficientnet_lite0_swiftnet"
 not_root = pytest.mark.skipif(os.geteuid() == 0,

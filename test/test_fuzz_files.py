@@ -48,14 +48,16 @@ from hypothesis import strategies as st
 from dense_ood_ros import cache
 from dense_ood_ros.backends import tensorrt_backend
 from dense_ood_ros.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
-from dense_ood_ros.classes import CAMVID_CLASSES
 from dense_ood_ros.detector import DetectorOutput
 from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation, evaluate_frames, find_frames
 from dense_ood_ros.io import read_label
+from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics
 from dense_ood_ros.onnx_graph import ONNX_FORMAT, ModelFileError, read_onnx_info
 from training.config import (DEVICES, KNOWN_STAGES, MINIMUMS, ConfigError, TrainConfig,
                              load_config)
+
+CAMVID_CLASSES = description_label_set("camvid").class_names
 
 outcomes: Counter = Counter()
 

@@ -339,6 +339,31 @@ def test_the_evaluator_reports_the_19_classes_and_ignores_255(cityscapes_model,
     assert "traffic light, traffic sign" in capsys.readouterr().err
 
 
+def test_replays_ignore_the_models_ignore_index_by_default(cityscapes_model, cityscapes_tree,
+                                                           tmp_path):
+    """Offline replay and live replay take --semantic-ignore from the model (255 here)."""
+    pytest.importorskip("rclpy", reason="the replays need rclpy")
+    from dense_ood_ros.bags import main as make_bag
+    from dense_ood_ros.ros.live_replay import label_set_of
+    from dense_ood_ros.ros.replay_main import main as replay
+
+    assert export_split_main(["--dataset", "cityscapes", "--root", str(cityscapes_tree),
+                              "--split", "val", "--out", str(tmp_path)]) == 0
+    assert make_bag(["--frames", str(tmp_path / "images"), "--semantic-labels",
+                     str(tmp_path / "semantic"), "--out", str(tmp_path / "bag"),
+                     "--no-progress"]) == 0
+    out = tmp_path / "replay"
+    assert replay(["--bag", str(tmp_path / "bag"), "--model", str(cityscapes_model),
+                   "--input-size", "96x128", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["semantic_ignore"] == 255 and report["frames"] == 2
+    assert list(report["semantic"]["per_class_iou"]) == list(CITYSCAPES.class_names)
+    assert label_set_of(cityscapes_model) == CITYSCAPES
+    assert label_set_of(None) == description_label_set("camvid")  # the node's default model
+    with pytest.raises(ValueError, match="labels.txt: not a model file"):
+        label_set_of(tmp_path / "labels.txt")
+
+
 def test_the_exporter_writes_the_label_set_into_the_onnx_metadata(cityscapes_model, tmp_path,
                                                                   capsys):
     from dense_ood_ros.detector import Detector

@@ -27,8 +27,8 @@ from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from dense_ood_ros.classes import NUM_CLASSES, colorize  # noqa: E402
 from dense_ood_ros.detector import Detector  # noqa: E402
+from dense_ood_ros.label_set import description_label_set  # noqa: E402
 from dense_ood_ros.ros import (CAMERA_INFO_TOPIC, COLOR_TOPIC,  # noqa: E402
                                INPUT_CAMERA_INFO_TOPIC, LABELS_TOPIC, MASK_TOPIC, SCORE_TOPIC,
                                node_topic, output_topic)
@@ -38,6 +38,8 @@ from dense_ood_ros.ros.conversions import (DEFAULT_MAX_INPUT_PIXELS,  # noqa: E4
                                            image_to_numpy, numpy_to_compressed, numpy_to_image)
 from dense_ood_ros.ros.node import (PARAMETERS, NodeConfigError, load_detector,  # noqa: E402
                                     validate_parameters)
+
+CAMVID = description_label_set("camvid")
 
 pytestmark = pytest.mark.ros
 
@@ -94,9 +96,9 @@ def test_outputs_match_the_detector_and_carry_the_input_header(client, camvid_fr
         assert msg.header.frame_id == "dds_test_camera"
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000, 123456789)
     labels, score = image_to_numpy(outputs[LABELS_TOPIC]), image_to_numpy(outputs[SCORE_TOPIC])
-    assert int(labels.max()) < NUM_CLASSES
+    assert int(labels.max()) < CAMVID.num_classes
     assert np.isfinite(score).all()
-    np.testing.assert_array_equal(image_to_numpy(outputs[COLOR_TOPIC]), colorize(labels))
+    np.testing.assert_array_equal(image_to_numpy(outputs[COLOR_TOPIC]), CAMVID.colorize(labels))
     # Same results as the detector in this process: the bgr8 frame reached the model as RGB.
     expected = Detector.from_model(model_path)(camvid_frame)
     assert np.mean(labels == expected.labels) > 0.99

@@ -36,13 +36,13 @@ from sensor_msgs.msg import Image
 from tqdm import tqdm
 
 from dense_ood_ros.bags import BagError, BagReader, BagWriter, Topic, header_stamp_ns
-from dense_ood_ros.classes import CAMVID_CLASSES
 from dense_ood_ros.detector import DetectorOutput
 from dense_ood_ros.evaluate import EXIT_BAD_INPUT, AnomalyLabelSpec
+from dense_ood_ros.label_set import LabelSet
 from dense_ood_ros.replay import (DROPPED, OK, PARTIAL, RESULT_BAG, ReplayResults, make_evaluation,
                                   run_info)
 from dense_ood_ros.ros import (COLOR_TOPIC, INPUT_IMAGE_TOPIC, LABELS_TOPIC, MASK_TOPIC,
-                               NODE_NAME, SCORE_TOPIC, node_topic)
+                               NODE_NAME, SCORE_TOPIC, node_topic, package_path)
 from dense_ood_ros.ros.client import start_detector, stop_detector, use_large_data_profile
 from dense_ood_ros.ros.conversions import image_to_numpy, message_to_rgb
 from dense_ood_ros.ros.replay import (MESSAGE_TYPES, PROG, bag_problems, complete_run,
@@ -340,17 +340,16 @@ def _listen(recorder: Recorder, frames: List[Tuple[int, int, int]], args,
         return "interrupted"
 
 
-def class_names_of(model: Optional[Path]) -> Tuple[str, ...]:
-    """Return the class names of a model file (CamVid's when unknown: the shipped models')."""
-    if model is None:
-        return CAMVID_CLASSES
+def label_set_of(model: Optional[Path]) -> LabelSet:
+    """Return the label set of a model file (.pt or .onnx); none given: the node's default."""
+    model = package_path("models", "default.pt") if model is None else model
     if model.suffix == ".onnx":
         from dense_ood_ros.onnx_graph import read_onnx_info
-        return tuple(read_onnx_info(model).class_names)
+        return read_onnx_info(model).label_set
     if model.suffix == ".pt":
-        from dense_ood_ros.checkpoint import read_checkpoint
-        return tuple(read_checkpoint(model)["class_names"])
-    return CAMVID_CLASSES
+        from dense_ood_ros.checkpoint import checkpoint_label_set, read_checkpoint
+        return checkpoint_label_set(read_checkpoint(model), model)
+    raise ValueError(f"{model}: not a model file (.pt checkpoint or .onnx graph)")
 
 
 def node_parameters(args, camera: Topic) -> Dict[str, object]:
@@ -400,10 +399,12 @@ def namespaced_params(params: Path, namespace: str, out: Path) -> Path:
 def run_live(args, camera: Topic, wanted, notes: List[str]) -> int:
     """Run the live replay: start (optionally) the node, play or listen, record, evaluate."""
     try:
-        class_names = class_names_of(args.model)
+        label_set = label_set_of(args.model)
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"{PROG}: error: cannot read the class names of --model: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: cannot read the label set of --model: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.semantic_ignore is None:
+        args.semantic_ignore = label_set.ignore_index
     params = None
     if args.start_node is not None:
         try:
@@ -424,7 +425,8 @@ def run_live(args, camera: Topic, wanted, notes: List[str]) -> int:
     node_name = "/" + "/".join(p for p in (args.namespace.strip("/"), NODE_NAME) if p)
     log_times = {stamp: log_time for _, stamp, log_time in frames}
     label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
-    evaluation = make_evaluation(wanted, args.scores[:1], class_names, args.semantic_ignore)
+    evaluation = make_evaluation(wanted, args.scores[:1], label_set.class_names,
+                                 args.semantic_ignore)
     process, log = None, None
     context = rclpy.Context()
     # camera-sized messages over shared memory: the package's Fast DDS profile, unless one is

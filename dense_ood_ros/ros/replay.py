@@ -169,6 +169,8 @@ def run_offline(args, camera: Topic, wanted: Dict[str, Tuple[str, object]],
         return EXIT_BAD_INPUT
     outputs = output_topics(pipeline.topics, args.namespace)
     label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
+    if args.semantic_ignore is None:
+        args.semantic_ignore = detector.label_set.ignore_index
     evaluation = make_evaluation(wanted, args.scores, detector.class_names, args.semantic_ignore)
     stopped = None
     started = time.perf_counter()
