@@ -14,13 +14,7 @@ for split in val test; do
     $PY -m training.data.camvid_paste --split "$split" --seed 0 --out "data_generated/camvid_paste/$split"
 done
 for model in camvid_ce default separable; do
-  .venv/bin/dense-ood-evaluate --model "models/$model.pt" --images "$CAMVID/test" \
-    --semantic-labels "$CAMVID/testannot" --out "$OUT/$model/camvid_test"
-  for split in val test; do
-    .venv/bin/dense-ood-evaluate --model "models/$model.pt" --images "data_generated/camvid_paste/$split/images" \
-      --labels "data_generated/camvid_paste/$split/labels" --semantic-labels "data_generated/camvid_paste/$split/semantic" \
-      --scores jsd,msp,maxlogit,entropy --out "$OUT/$model/camvid_paste_$split"
-  done
+  CAMVID=$CAMVID bash scripts/evaluate_model.sh "models/$model.pt" "$OUT/$model"
 done
 $PY -m training.figures --models CE-only=models/camvid_ce.pt NFlowJS=models/default.pt --scores msp,jsd \
   --images data_generated/camvid_paste/test/images --labels data_generated/camvid_paste/test/labels \

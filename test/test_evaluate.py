@@ -155,3 +155,39 @@ def test_evaluate_frames_keeps_what_was_computed_when_the_backend_fails(syntheti
                                  Evaluation(AnomalyMetrics(["jsd"]), None), progress=False)
     assert evaluation.frames == 2 and evaluation.stopped == "RuntimeError: device lost"
     assert evaluation.anomaly.summary()["scores"]["jsd"]["positives"] > 0
+
+
+@needs_data
+def test_evaluate_model_script_writes_the_model_cards_three_evaluations(
+        checkpoint, camvid_paste_frames, tmp_path):
+    """scripts/evaluate_model.sh: CamVid test and CamVid-Paste val/test, options passed on."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    camvid = tmp_path / "camvid"
+    for folder in ("test", "testannot"):
+        (camvid / folder).mkdir(parents=True)
+    for label in sorted((CAMVID_DIR / "testannot").glob("*.png"))[:2]:
+        shutil.copy(label, camvid / "testannot" / label.name)
+        shutil.copy(next((CAMVID_DIR / "test").glob(label.stem + ".*")), camvid / "test")
+    paste = tmp_path / "paste"
+    paste.mkdir()
+    for split in ("val", "test"):
+        (paste / split).symlink_to(camvid_paste_frames)
+    script = [str(repo / "scripts" / "evaluate_model.sh"), str(checkpoint), str(tmp_path / "out"),
+              "--input-size", "64x96", "--no-progress"]
+    env = dict(os.environ, CAMVID=str(camvid), PASTE=str(paste))
+    result = subprocess.run(["bash", *script], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    semantic = json.loads((tmp_path / "out" / "camvid_test" / "metrics.json").read_text())
+    assert semantic["frames"] == 2 and "miou" in semantic["semantic"]
+    for split in ("val", "test"):
+        report = json.loads((tmp_path / "out" / f"camvid_paste_{split}" / "metrics.json")
+                            .read_text())
+        assert report["frames"] == 3 and set(report["anomaly"]["scores"]) == set(SCORES)
+    missing = subprocess.run(["bash", *script], capture_output=True, text=True, timeout=60,
+                             env=dict(env, PASTE=str(tmp_path / "nowhere")))
+    assert missing.returncode == 2 and "is not a CamVid-Paste split" in missing.stderr
