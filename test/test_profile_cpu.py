@@ -124,7 +124,7 @@ def test_encoder_graph_is_the_whole_graph_cut_after_the_encoder(profile_cpu, che
     with torch.no_grad():
         features = profile_cpu.encoder_graph(segmenter)(images)
         whole = InferenceGraph(segmenter, ()).eval()
-        logits = segmenter.decoder(list(features))
+        logits = segmenter.decoder(features)
         expected = segmenter.decoder_logits(whole.normalize(images))
     assert len(features) > 1 and torch.equal(logits, expected)
 
