@@ -460,7 +460,7 @@ def _pair(args, name: str, reference, variant, batches, interleave: bool = True
 
 
 def encoder_graph(segmenter):
-    """The inference graph cut after the encoder: uint8 (N, H, W, 3) -> the encoder's maps."""
+    """Return the inference graph cut after the encoder: uint8 (N, H, W, 3) -> its maps."""
     from torch import nn
 
     from dense_ood_ros.preprocessing import Normalize
@@ -470,7 +470,7 @@ def encoder_graph(segmenter):
 
 def section_encoder(args, graphs: Dict[str, Path], frames: Sequence[np.ndarray]
                     ) -> Dict[str, Any]:
-    """The encoder alone against the whole fp32 graph, interleaved."""
+    """Time the encoder alone against the whole fp32 graph, interleaved."""
     import io
     import warnings
 
