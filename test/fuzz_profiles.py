@@ -9,8 +9,11 @@ its end, so a run states how many cases were tried and how they ended.
 
 import os
 from collections import Counter
+from typing import Sequence, Tuple
 
+import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 PROFILE = os.environ.get("DENSE_OOD_FUZZ_PROFILE", "ci")
 LONG = PROFILE == "long"
@@ -28,3 +31,38 @@ def report(title: str, outcomes: Counter) -> str:
     """One line: the profile, the number of cases and their outcomes."""
     summary = ", ".join(f"{key}: {count}" for key, count in sorted(outcomes.items()))
     return f"fuzz profile {PROFILE}, {title}: {sum(outcomes.values())} cases ({summary})"
+
+
+def outcome_counter(title: str):
+    """Return a module's outcome Counter and an autouse fixture that prints it at the end.
+
+    Use as ``outcomes, print_outcomes = outcome_counter("...")`` at module level.
+    """
+    outcomes: Counter = Counter()
+
+    @pytest.fixture(scope="module", autouse=True)
+    def print_outcomes():
+        yield
+        print("\n" + report(title, outcomes))
+
+    return outcomes, print_outcomes
+
+
+def yaml_strategies(words: Sequence[str], max_int: int, max_text: int,
+                    key_ints: Tuple[int, int], max_list: int, max_leaves: int):
+    """Return (scalars, keys, values) strategies for what a YAML document may hold.
+
+    Scalars: None, booleans, small integers up to ``max_int``, huge integers, any float, text
+    and the module's own ``words``; values nest them in lists and mappings.
+    """
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-3, max_int), st.integers(-2**70, 2**70),
+        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=max_text),
+        st.sampled_from(list(words)))
+    keys = st.one_of(st.text(max_size=8), st.integers(*key_ints), st.none(), st.booleans())
+    values = st.recursive(
+        scalars,
+        lambda children: st.one_of(st.lists(children, max_size=max_list),
+                                   st.dictionaries(keys, children, max_size=3)),
+        max_leaves=max_leaves)
+    return scalars, keys, values

@@ -40,7 +40,6 @@ import struct
 import sys
 import tempfile
 import time
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from fuzz_profiles import fuzz_settings, report
+from fuzz_profiles import fuzz_settings, outcome_counter, yaml_strategies
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,13 +58,7 @@ from dense_ood_ros.bags import (COMPRESSED_TYPE, CUSTOM_CAMERA_TOPIC, IMAGE_TYPE
                                 BagError, BagMessage, BagReader, BagWriter, Topic,
                                 compressed_message, header_stamp_ns, image_message, typestore)
 
-outcomes: Counter = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def print_outcomes():
-    yield
-    print("\n" + report("bags (header stamps, damaged bags, replay frames)", outcomes))
+outcomes, print_outcomes = outcome_counter("bags (header stamps, damaged bags, replay frames)")
 
 
 @pytest.fixture(scope="module")
@@ -302,17 +295,9 @@ def test_a_cut_storage_file_is_read_up_to_the_cut_at_every_offset(pristine, work
 
 # ---------------------------------------------------------------- metadata.yaml
 
-YAML_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 12), st.integers(-2**70, 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10),
-    st.sampled_from(["mcap", "sqlite3", "cdr", "", "zstd", "file", "message", CAMERA,
-                     IMAGE_TYPE, "~"]))
-YAML_KEYS = st.one_of(st.text(max_size=8), st.integers(-2, 2), st.none(), st.booleans())
-YAML_VALUES = st.recursive(
-    YAML_SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(YAML_KEYS, children, max_size=3)),
-    max_leaves=6)
+YAML_SCALARS, YAML_KEYS, YAML_VALUES = yaml_strategies(
+    ["mcap", "sqlite3", "cdr", "", "zstd", "file", "message", CAMERA, IMAGE_TYPE, "~"],
+    max_int=12, max_text=10, key_ints=(-2, 2), max_list=3, max_leaves=6)
 
 
 def _near_metadata(key: str, bag: Pristine):

@@ -28,13 +28,12 @@ import copy
 import re
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from fuzz_profiles import fuzz_settings, report
+from fuzz_profiles import fuzz_settings, outcome_counter, yaml_strategies
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,13 +43,7 @@ from training.data.description import (CITYSCAPES_TRAIN_IDS, DEFAULT_SPLITS, IGN
                                        DatasetError, SplitFolders, load_description,
                                        parse_description)
 
-outcomes: Counter = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def print_outcomes():
-    yield
-    print("\n" + report("dataset descriptions (files, label values)", outcomes))
+outcomes, print_outcomes = outcome_counter("dataset descriptions (files, label values)")
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +136,9 @@ def _load(path: Path, values=None):
 
 # ================================================================= mutated descriptions
 
-YAML_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 300), st.integers(-2**70, 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["camvid", "folders", "cityscapes", "ignore", "road", "sky", "255", "",
-                     " ", "~", "yes"]))
-YAML_KEYS = st.one_of(st.text(max_size=8), st.integers(-2, 300), st.none(), st.booleans())
-YAML_VALUES = st.recursive(
-    YAML_SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(YAML_KEYS, children, max_size=3)),
-    max_leaves=8)
+YAML_SCALARS, YAML_KEYS, YAML_VALUES = yaml_strategies(
+    ["camvid", "folders", "cityscapes", "ignore", "road", "sky", "255", "", " ", "~", "yes"],
+    max_int=300, max_text=12, key_ints=(-2, 300), max_list=4, max_leaves=8)
 COLOR_COMPONENTS = st.one_of(st.integers(0, 255), st.sampled_from(
     [-1, 256, 1000, 1.5, 128.0, True, False, None, "128", [1], 2**64]))
 TEXTS = st.one_of(st.text(max_size=10), st.sampled_from(["", " ", "\t", "x", "camvid",

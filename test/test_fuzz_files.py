@@ -30,7 +30,6 @@ import struct
 import tempfile
 import time
 import zlib
-from collections import Counter
 from pathlib import Path
 from typing import Union, get_args, get_origin, get_type_hints
 
@@ -40,7 +39,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fuzz_profiles import fuzz_settings, report
+from fuzz_profiles import fuzz_settings, outcome_counter, yaml_strategies
 from hostile_files import VALID_ONNX_METADATA, png_file, tiny_onnx
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,14 +58,8 @@ from training.config import (DEVICES, KNOWN_STAGES, MINIMUMS, ConfigError, Train
 
 CAMVID_CLASSES = description_label_set("camvid").class_names
 
-outcomes: Counter = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def print_outcomes():
-    yield
-    print("\n" + report("files (configs, labels, evaluator, ONNX, engines, checkpoints)",
-                        outcomes))
+outcomes, print_outcomes = outcome_counter(
+    "files (configs, labels, evaluator, ONNX, engines, checkpoints)")
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +89,9 @@ LEAVES = sorted([key for key, value in DEFAULT_CONFIG.items() if not isinstance(
                 + [f"{section}.{key}" for section in SECTIONS
                    for key in DEFAULT_CONFIG[section]])
 
-YAML_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 400), st.integers(-2**70, 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["ce", "flow", "nflowjs", "auto", "cpu", "cuda", "1e3", "yes", "~", ""]))
-YAML_KEYS = st.one_of(st.text(max_size=8), st.integers(-2, 2), st.none(), st.booleans())
-YAML_VALUES = st.recursive(
-    YAML_SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(YAML_KEYS, children, max_size=3)),
-    max_leaves=8)
+YAML_SCALARS, YAML_KEYS, YAML_VALUES = yaml_strategies(
+    ["ce", "flow", "nflowjs", "auto", "cpu", "cuda", "1e3", "yes", "~", ""],
+    max_int=400, max_text=12, key_ints=(-2, 2), max_list=4, max_leaves=8)
 
 
 def _near(default):

@@ -12,10 +12,9 @@ the parameters that were changed from their defaults; nothing else. The strategy
 Profiles: ``test/fuzz_profiles.py`` (``DENSE_OOD_FUZZ_PROFILE=long``: ``scripts/fuzz.sh``).
 """
 
-from collections import Counter
 
 import pytest
-from fuzz_profiles import fuzz_settings, report
+from fuzz_profiles import fuzz_settings, outcome_counter
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,13 +33,7 @@ ROS_VALUES = st.one_of(
     st.lists(st.binary(min_size=1, max_size=1), max_size=4), st.lists(st.booleans(), max_size=4),
     st.lists(st.one_of(st.integers(-2, 4096), INT64), max_size=4),
     st.lists(DOUBLES, max_size=4), st.lists(STRINGS, max_size=4))
-outcomes: Counter = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def print_outcomes():
-    yield
-    print("\n" + report("node parameters", outcomes))
+outcomes, print_outcomes = outcome_counter("node parameters")
 
 
 @pytest.fixture(scope="module")
