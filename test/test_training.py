@@ -15,6 +15,8 @@ from dense_ood_ros.checkpoint import load_model
 from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
 from training.common import CsvLog
 from training.config import load_config, parse_overrides
+from training.data.dataset import SegmentationDataset, photometric_jitter
+from training.data.description import load_description
 from training.losses import inlier_cross_entropy, negative_jsd_loss
 from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
                               sample_patch_size)
@@ -127,6 +129,32 @@ def test_config_errors_name_the_key():
     for bad in ([], [0, 2], 2, [1.5]):
         with pytest.raises(ValueError, match="nflowjs.sample_scales"):
             load_config(CONFIG, {"nflowjs.sample_scales": bad})
+    for bad in (-0.1, 1.0, 3):
+        with pytest.raises(ValueError, match="data.photometric"):
+            load_config(CONFIG, {"data.photometric": bad})
+
+
+@needs_camvid
+def test_photometric_jitter_changes_colours_only_and_only_when_asked():
+    description = load_description("camvid")
+    options = dict(crop_size=(288, 384), scale_range=(0.75, 1.5), limit=3, seed=5)
+    plain = SegmentationDataset(description, CAMVID, "train", **options)
+    jittered = SegmentationDataset(description, CAMVID, "train", photometric=0.3, **options)
+    default = SegmentationDataset(description, CAMVID, "train", photometric=0.0, **options)
+    for index in range(3):
+        (image, label), (jimage, jlabel) = plain[index], jittered[index]
+        assert torch.equal(label, jlabel)  # same scale, crop and flip
+        assert torch.equal(default[index][0], image)  # strength 0: the augmentation as before
+        assert not torch.equal(jimage, image) and jimage.dtype == torch.uint8
+        # brightness and contrast factors within [0.7, 1.3]: mean luma stays within them
+        luma = np.array([0.299, 0.587, 0.114])
+        ratio = (jimage.double().numpy() @ luma).mean() / (image.double().numpy() @ luma).mean()
+        assert 0.7 * 0.7 < ratio < 1.3 * 1.3
+        assert torch.equal(jittered[index][0], jimage)  # drawn from (seed, epoch, index)
+    rng = np.random.default_rng(0)
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    out = photometric_jitter(grey, 0.5, rng)  # a grey image stays grey
+    assert (out == out[0, 0, 0]).all()
 
 
 def _train(tmp_path, *overrides, torchrun=False, **popen):
@@ -190,6 +218,24 @@ def test_csv_log_resumed_with_new_columns_keeps_its_header(tmp_path):
         assert list(csv.reader(stream)) == [["step", "loss"], ["1", "0.5"], ["2", "0.4"]]
 
 
+def test_csv_log_resumed_drops_the_rows_written_after_the_last_saved_state(tmp_path):
+    path = tmp_path / "log.csv"
+    first = CsvLog(path, ["epoch", "step", "loss", "val"])
+    for epoch, step in ((1, 1), (1, 2), (2, 3)):  # stopped during epoch 2, state after 1
+        first.write(epoch=epoch, step=step, loss=0.5)
+    first.write(epoch=1, val=70.1)
+    first.write(epoch="", val="not an epoch")
+    CsvLog(path, ["epoch", "step", "loss", "val"], resumed_at=("epoch", 1)).write(
+        epoch=2, step=3, loss=0.4)
+    with open(path, newline="") as stream:
+        assert list(csv.reader(stream))[1:] == [
+            ["1", "1", "0.5", ""], ["1", "2", "0.5", ""], ["1", "", "", "70.1"],
+            ["", "", "", "not an epoch"], ["2", "3", "0.4", ""]]
+    CsvLog(path, ["step"], resumed_at=("step", 1))  # the flow's log: by step
+    with open(path, newline="") as stream:
+        assert [row[1] for row in csv.reader(stream)] == ["step", "1", "", ""]
+
+
 @needs_camvid
 @pytest.mark.slow
 def test_all_stages_end_to_end_on_camvid_frames(tmp_path):
@@ -230,6 +276,27 @@ def test_nflowjs_with_coarse_flow_samples(tmp_path):
 
 
 @needs_camvid
+@pytest.mark.slow
+def test_ce_starts_from_a_trained_checkpoint_of_the_same_model(tmp_path):
+    proc = _train(tmp_path / "base", "stages=[ce]")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    base = tmp_path / "base" / "ce" / "model.pt"
+    # no epochs: the stage writes the weights it started from
+    proc = _train(tmp_path / "again", "stages=[ce]", "ce.epochs=0", f"ce.init_model={base}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    (before, _), (after, info) = load_model(base), load_model(tmp_path / "again/ce/model.pt")
+    assert info["meta"]["init_model"] == str(base)
+    weights = zip(before.state_dict().values(), after.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in weights)
+    proc = _train(tmp_path / "other", "stages=[ce]", f"ce.init_model={base}",
+                  "model.name=efficientnet_lite0_swiftnet_separable")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "ce.init_model" in out and "model.name" in out, out
+
+
+@needs_camvid
 def test_flow_pretraining_is_deterministic_and_follows_its_scale_range(tmp_path):
     runs = []
     for name, scales in (("a", "[0.75,1.25]"), ("b", "[0.75,1.25]"), ("coarse", "[0.25,0.25]")):
@@ -257,6 +324,9 @@ def test_interrupted_stage_resumes(tmp_path):
     assert proc.returncode == 0, out
     assert "[ce] resuming after epoch" in out
     assert (tmp_path / "ce" / "model.pt").is_file()
+    with open(tmp_path / "ce" / "log.csv", newline="") as stream:
+        steps = [int(row["step"]) for row in csv.DictReader(stream) if row["step"]]
+    assert steps == list(range(1, len(steps) + 1))  # each step logged once
 
 
 @needs_camvid

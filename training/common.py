@@ -7,7 +7,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -109,17 +109,37 @@ class CsvLog:
     """Append rows to a CSV file (header written once); survives resume.
 
     A resumed log keeps the header it was started with: columns added since are not written.
+    ``resumed_at=(column, last)`` drops the rows whose integer ``column`` is above ``last``:
+    those a stopped run wrote after its last saved state, which the resumed run writes again.
     """
 
-    def __init__(self, path: Path, columns: Iterable[str]):
+    def __init__(self, path: Path, columns: Iterable[str],
+                 resumed_at: Optional[Tuple[str, int]] = None):
         self.path = path
         self.columns = list(columns)
         if path.exists() and path.stat().st_size:
             with open(path, newline="") as stream:
-                self.columns = next(csv.reader(stream))
+                rows = list(csv.reader(stream))
+            self.columns = rows[0]
+            if resumed_at is not None:
+                self._drop_rows_after(rows, *resumed_at)
         else:
             with open(path, "w", newline="") as stream:
                 csv.writer(stream).writerow(self.columns)
+
+    def _drop_rows_after(self, rows: List[List[str]], column: str, last: int) -> None:
+        if column not in self.columns:
+            return
+        index = self.columns.index(column)
+
+        def after(row: List[str]) -> bool:
+            value = row[index] if index < len(row) else ""
+            return value.isdigit() and int(value) > last
+
+        kept = [row for row in rows[1:] if not after(row)]
+        if len(kept) < len(rows) - 1:
+            with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as stream:
+                csv.writer(stream).writerows([self.columns, *kept])
 
     def write(self, **row) -> None:
         with open(self.path, "a", newline="") as stream:

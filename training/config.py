@@ -28,6 +28,9 @@ class DataConfig:
     eval_splits: List[str] = field(default_factory=lambda: ["val", "test"])
     crop_size: Tuple[int, int] = (288, 384)
     scale_range: Tuple[float, float] = (0.75, 1.25)
+    # Photometric jitter of the training crops: brightness, contrast and saturation each scaled
+    # by a factor drawn from [1 - s, 1 + s]; 0 is off (and draws nothing: runs stay as before).
+    photometric: float = 0.0
     batch_size: int = 8
     num_workers: int = 0
     limit_train: Optional[int] = None  # use only the first N training frames (smoke runs)
@@ -52,6 +55,8 @@ class ModelConfig:
 class CEStageConfig:
     """Cross-entropy pre-training of the segmentation model."""
 
+    # CE checkpoint to start from (a new schedule on trained weights); empty: ImageNet encoder
+    init_model: str = ""
     epochs: int = 30
     lr: float = 1e-3
     encoder_lr_factor: float = 0.25
@@ -278,6 +283,8 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
         if not 0 < low <= high:
             raise ConfigError(f"config key '{key}' must be [low, high] with 0 < low <= high, "
                               f"got {[low, high]}")
+    if not 0 <= config.data.photometric < 1:
+        raise _key_error("data.photometric", "must be in [0, 1)", config.data.photometric)
     low, high = config.nflowjs.side_range
     if low > high:
         raise ConfigError(f"config key 'nflowjs.side_range' must be [low, high] with "

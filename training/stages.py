@@ -106,6 +106,19 @@ def segmentation_model(config: TrainConfig) -> nn.Module:
     return model
 
 
+def trained_model(config: TrainConfig, path: Path, key: str) -> nn.Module:
+    """Load the checkpoint at ``path`` (config key ``key``): the config's model and classes."""
+    model, info = load_model(path)
+    classes = label_set(config).class_names
+    if tuple(info["class_names"]) != classes:
+        raise ValueError(f"config key '{key}': {path} has the classes {info['class_names']}, "
+                         f"but 'data.dataset' {config.data.dataset!r} has {list(classes)}")
+    if info["model"] != config.model.name:
+        raise ValueError(f"config key '{key}': {path} is a {info['model']!r} model, but "
+                         f"'model.name' is {config.model.name!r}")
+    return model
+
+
 def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     """Load every encoder weight from ``path``; entries the encoder lacks (its head) are left."""
     if not path.is_file():
@@ -132,7 +145,8 @@ def train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_
     data = config.data
     dataset = config_dataset(config, "train", crop_size=crop_size, scale_range=scale_range,
                              limit=data.limit_train, seed=config.seed,
-                             cache_in_memory=data.cache_in_memory)
+                             cache_in_memory=data.cache_in_memory,
+                             photometric=data.photometric)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
     prepare_workers(data.num_workers)
@@ -196,7 +210,8 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
     val_split = data.eval_splits[0]
     val_set = config_dataset(config, val_split, limit=data.limit_eval)
     columns = ["epoch", "step", *columns, "lr", "val_miou", "elapsed_s"]
-    log = CsvLog(stage_dir / "log.csv", columns) if ctx.is_main else None
+    log = CsvLog(stage_dir / "log.csv", columns, resumed_at=("epoch", start_epoch)) \
+        if ctx.is_main else None
 
     for epoch in range(start_epoch, epochs):
         set_epoch(epoch, config.seed, dataset, sampler, generator)
@@ -292,16 +307,26 @@ def ce_training(config: TrainConfig,
 
 
 def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
-    """Cross-entropy pre-training of the segmentation model."""
+    """Cross-entropy training of the segmentation model.
+
+    It starts from ImageNet encoder weights or, with ``ce.init_model``, from a trained
+    checkpoint (a new LR schedule on converged weights).
+    """
     _, model_path, finished = _stage_output(config, ctx, "ce", "model.pt")
     if finished:
         return model_path
     seed_everything(config.seed)
     runtime = StepRuntime.from_config(config, ctx)
     model, optimizer, step = ce_training(config, runtime)
-    return _segmentation_stage(config, ctx, "ce", model, config.ce.epochs, {"model": optimizer},
-                               {"model": model}, runtime, step, ["loss"], config.ce.eval_every,
-                               {})
+    cfg = config.ce
+    extra_meta = {}
+    if cfg.init_model:
+        model.load_state_dict(trained_model(config, Path(cfg.init_model),
+                                            "ce.init_model").state_dict())
+        extra_meta["init_model"] = cfg.init_model
+    return _segmentation_stage(config, ctx, "ce", model, cfg.epochs, {"model": optimizer},
+                               {"model": model}, runtime, step, ["loss"], cfg.eval_every,
+                               extra_meta)
 
 
 # --------------------------------------------------------------------------- flow pre-training
@@ -333,8 +358,8 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
         if ctx.is_main:
             print(f"[flow] resuming after step {step}/{cfg.pretrain_steps} from {state_path}")
     timer = Timer(elapsed)
-    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", "bpd", "lr", "elapsed_s"]) \
-        if ctx.is_main else None
+    log = CsvLog(stage_dir / "log.csv", ["epoch", "step", "bpd", "lr", "elapsed_s"],
+                 resumed_at=("step", step)) if ctx.is_main else None
     bar = tqdm(total=cfg.pretrain_steps, initial=step, desc="[flow] pre-training",
                disable=not ctx.is_main)
     while step < cfg.pretrain_steps:
@@ -469,12 +494,7 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     runtime = StepRuntime.from_config(config, ctx)
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
     init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
-    model, info = load_model(init_model)
-    classes = label_set(config).class_names
-    if tuple(info["class_names"]) != classes:
-        raise ValueError(f"config key 'nflowjs.init_model': {init_model} has the classes "
-                         f"{info['class_names']}, but 'data.dataset' {config.data.dataset!r} has "
-                         f"{list(classes)}")
+    model = trained_model(config, init_model, "nflowjs.init_model")
     flow = flow_from_config(config)
     flow_state = load_state(init_flow)
     if flow_state is None:

@@ -36,19 +36,21 @@ class SegmentationDataset(Dataset):
     """The frames of one split of a described dataset.
 
     With ``crop_size`` set, training augmentation applies: random scale in ``scale_range``,
-    random crop (padded with the ignore index), horizontal flip, drawn from
+    random crop (padded with the ignore index), horizontal flip, photometric jitter of
+    strength ``photometric`` (0: none), drawn from
     (seed, epoch, index), so items do not depend on the worker that reads them.
     """
 
     def __init__(self, description: DatasetDescription, root: Union[str, Path], split: str,
                  crop_size: Optional[Tuple[int, int]] = None,
                  scale_range: Tuple[float, float] = (0.75, 1.5), limit: Optional[int] = None,
-                 seed: int = 0, cache_in_memory: bool = False):
+                 seed: int = 0, cache_in_memory: bool = False, photometric: float = 0.0):
         self.description = description
         self.label_set = description.label_set
         self.samples = list_samples(description, root, split)[:limit]
         self.crop_size = crop_size
         self.scale_range = scale_range
+        self.photometric = photometric
         self.seed = seed
         self.epoch = 0
         self.decoded = None
@@ -88,6 +90,8 @@ class SegmentationDataset(Dataset):
             rng = np.random.default_rng((self.seed, self.epoch, index))
             image, label = augment(image, label, self.crop_size, self.scale_range, rng,
                                    self.label_set.ignore_index)
+            if self.photometric:
+                image = photometric_jitter(image, self.photometric, rng)
         # a copy: the tensors handed out never share memory with the cache
         image = np.array(image, order="C")
         return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
@@ -113,6 +117,26 @@ def augment(image: np.ndarray, label: np.ndarray, crop_size: Tuple[int, int],
     if rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
     return image, label
+
+
+# ITU-R BT.601 luma weights
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def photometric_jitter(image: np.ndarray, strength: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Scale brightness, then contrast, then saturation of a uint8 RGB image.
+
+    Each factor is drawn from [1 - strength, 1 + strength]; contrast scales around the mean
+    luma, saturation around each pixel's luma.
+    """
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    out = image.astype(np.float32) * brightness
+    mean = float((out @ _LUMA).mean())
+    out = (out - mean) * contrast + mean
+    luma = (out @ _LUMA)[..., None]
+    out = (out - luma) * saturation + luma
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def prepare_workers(num_workers: int) -> None:
