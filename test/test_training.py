@@ -294,6 +294,9 @@ def test_ce_starts_from_a_trained_checkpoint_of_the_same_model(tmp_path):
                   "model.name=efficientnet_lite0_swiftnet_separable")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "ce.init_model" in out and "model.name" in out, out
+    proc = _train(tmp_path / "missing", "stages=[ce]", f"ce.init_model={tmp_path}/none.pt")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and f"'ce.init_model': no checkpoint at {tmp_path}" in out, out
 
 
 @needs_camvid

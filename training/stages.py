@@ -108,6 +108,8 @@ def segmentation_model(config: TrainConfig) -> nn.Module:
 
 def trained_model(config: TrainConfig, path: Path, key: str) -> nn.Module:
     """Load the checkpoint at ``path`` (config key ``key``): the config's model and classes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config key '{key}': no checkpoint at {path}")
     model, info = load_model(path)
     classes = label_set(config).class_names
     if tuple(info["class_names"]) != classes:
