@@ -12,7 +12,6 @@ the parameters that were changed from their defaults; nothing else. The strategy
 Profiles: ``test/fuzz_profiles.py`` (``DENSE_OOD_FUZZ_PROFILE=long``: ``scripts/fuzz.sh``).
 """
 
-
 import pytest
 from fuzz_profiles import fuzz_settings, outcome_counter
 from hypothesis import given
