@@ -16,7 +16,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # every file: the node's parameters and the Fast DDS large-data profile
+        (f"share/{PACKAGE}/config", glob("config/*")),
         (f"share/{PACKAGE}/models", glob("models/*")),
         (f"share/{PACKAGE}/demo", glob("demo/*")),
     ],

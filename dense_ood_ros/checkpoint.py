@@ -6,12 +6,16 @@ A checkpoint is a dict of plain Python values and tensors::
      "num_classes": 11, "class_names": [...], "input_size": [360, 480],
      "label_set": {"name": "camvid", "class_names": [...], "colors": [[r, g, b], ...],
                    "ignore_index": 11},
-     "state_dict": {...}, "meta": {...}}
+     "state_dict": {...}, "meta": {...}, "score_smoothing": 3.0}
 
 ``label_set`` (:class:`~dense_ood_ros.label_set.LabelSet`) is optional in the format:
 checkpoints written before it was stored lack it, and :func:`checkpoint_label_set` then
 assumes CamVid's when the class names are CamVid's; :func:`add_label_set` stores one in an
 existing file, weights untouched.
+
+``score_smoothing`` (optional, default 0: none) is the Gaussian the inference graph smooths the
+score maps with (:class:`dense_ood_ros.graph.InferenceGraph`); :func:`set_score_smoothing`
+writes it into an existing file, weights untouched.
 
 It is written atomically (:func:`dense_ood_ros.io.atomic_write`). Reading checks the zip
 archive's CRCs first (``torch.load`` does not: a flipped byte in a tensor would load as a
@@ -31,6 +35,8 @@ from dense_ood_ros.label_set import LabelSet, LabelSetError, legacy_label_set
 from dense_ood_ros.models import build_model
 
 CHECKPOINT_FORMAT = "dense_ood_ros/model/v1"
+#: Largest ``score_smoothing`` sigma (score-map cells) a checkpoint may declare.
+MAX_SCORE_SMOOTHING = 16.0
 _REQUIRED_KEYS = ("format", "model", "num_classes", "class_names", "input_size", "state_dict")
 #: The first bytes of the zip archive ``torch.save`` writes.
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -117,6 +123,24 @@ def add_label_set(path: Union[str, Path], label_set: LabelSet) -> str:
             "bit-identical")
 
 
+def score_smoothing(payload: Dict[str, Any]) -> float:
+    """Return the score smoothing sigma a checkpoint dict declares (0: none)."""
+    return float(payload.get("score_smoothing", 0.0))
+
+
+def set_score_smoothing(source: Union[str, Path], target: Union[str, Path],
+                        sigma: float) -> None:
+    """Write ``source`` to ``target`` with ``score_smoothing`` set to ``sigma``.
+
+    Every other field, the weights included, is copied as it is.
+    """
+    payload = read_checkpoint(source)
+    if isinstance(sigma, bool) or not 0 <= sigma <= MAX_SCORE_SMOOTHING:
+        raise CheckpointError(f"score smoothing must be in [0, {MAX_SCORE_SMOOTHING}] "
+                              f"score-map cells, got {sigma!r}")
+    _write_payload(Path(target), {**payload, "score_smoothing": float(sigma)})
+
+
 def _bit_identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.dtype == b.dtype and a.shape == b.shape
             and a.reshape(-1).view(torch.uint8).equal(b.reshape(-1).view(torch.uint8)))
@@ -197,6 +221,11 @@ def _field_problem(payload: Dict[str, Any]) -> str:
     if not isinstance(payload["state_dict"], dict):
         kind = type(payload["state_dict"]).__name__
         return f"'state_dict' must be a dict of tensors, got {kind}"
+    smoothing = payload.get("score_smoothing", 0.0)
+    if (not isinstance(smoothing, (int, float)) or isinstance(smoothing, bool)
+            or not 0 <= smoothing <= MAX_SCORE_SMOOTHING):
+        return (f"'score_smoothing' must be a number in [0, {MAX_SCORE_SMOOTHING}] (score-map "
+                f"cells), got {smoothing!r}")
     if "label_set" in payload:
         try:
             label_set = LabelSet.from_dict(payload["label_set"], "'label_set'")

@@ -313,6 +313,21 @@ def metric_sections(report: Dict) -> List[str]:
     return lines
 
 
+def run_info(detector: Detector, model: Path, images: Path, labels: Optional[Path],
+             semantic_labels: Optional[Path], label_spec: AnomalyLabelSpec,
+             semantic_ignore: int, mode: str, complete: bool, stopped: Optional[str]) -> Dict:
+    """Describe an evaluation run for its report: model, backend, inputs, label meanings."""
+    return {"complete": complete, "model": str(model), "backend": detector.backend.describe(),
+            "input_size": list(detector.backend.input_size),
+            "score_names": list(detector.backend.score_names), "images": str(images),
+            "labels": str(labels) if labels else None,
+            "anomaly_values": list(label_spec.anomaly_values),
+            "ignore_values": list(label_spec.ignore_values),
+            "semantic_labels": str(semantic_labels) if semantic_labels else None,
+            "semantic_ignore": semantic_ignore, "metric_mode": mode,
+            "label_set": detector.label_set.name, "stopped": stopped}
+
+
 def build_report(evaluation: Evaluation, mode: str, info: Dict) -> Dict:
     """Return the ``metrics.json`` report of an evaluation (``info`` describes the run)."""
     report = dict(info, frames=evaluation.frames, pixels=evaluation.pixels,
@@ -443,14 +458,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
     complete = (evaluation.stopped is None and (args.allow_missing or not failed)
                 and evaluation.frames > 0)
-    info = {"complete": complete, "model": str(args.model), "backend": detector.backend.describe(),
-            "input_size": list(detector.backend.input_size), "score_names": list(args.scores),
-            "images": str(args.images), "labels": str(args.labels) if args.labels else None,
-            "anomaly_values": list(args.anomaly_values), "ignore_values": list(args.ignore_values),
-            "semantic_labels": str(args.semantic_labels) if args.semantic_labels else None,
-            "semantic_ignore": args.semantic_ignore, "metric_mode": args.metric_mode,
-            "label_set": detector.label_set.name,
-            "stopped": evaluation.stopped}
+    info = run_info(detector, args.model, args.images, args.labels, args.semantic_labels,
+                    label_spec, args.semantic_ignore, args.metric_mode, complete,
+                    evaluation.stopped)
     report = build_report(evaluation, args.metric_mode, info)
     print(markdown_report(report))
     try:

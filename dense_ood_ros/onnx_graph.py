@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from dense_ood_ros import cache
-from dense_ood_ros.checkpoint import checkpoint_label_set, load_model, read_checkpoint
+from dense_ood_ros.checkpoint import (checkpoint_label_set, load_model, read_checkpoint,
+                                      score_smoothing)
 from dense_ood_ros.graph import GRAPH_VERSION, InferenceGraph
 from dense_ood_ros.io import atomic_write, file_sha256
 from dense_ood_ros.label_set import LabelSet, LabelSetError, legacy_label_set
@@ -169,7 +170,7 @@ def export_onnx(checkpoint: Union[str, Path], onnx_path: Union[str, Path],
     label_set = checkpoint_label_set(info, checkpoint)
     input_size = tuple(int(v) for v in (input_size or info["input_size"]))
     score_names = tuple(score_names)
-    graph = InferenceGraph(segmenter, score_names).eval()
+    graph = InferenceGraph(segmenter, score_names, score_smoothing(info)).eval()
     outputs = [LABELS_NAME, SCORES_NAME] if score_names else [LABELS_NAME]
     spatial = {1: "height", 2: "width"} if dynamic else {}  # images N,H,W,3 and labels N,H,W
     dynamic_axes = {INPUT_NAME: {0: "batch", **spatial}, LABELS_NAME: {0: "batch", **spatial}}
@@ -189,6 +190,7 @@ def export_onnx(checkpoint: Union[str, Path], onnx_path: Union[str, Path],
         "dynamic_size": json.dumps(dynamic),
         "opset": str(opset),
         "graph_version": str(GRAPH_VERSION),
+        "score_smoothing": str(score_smoothing(info)),
         "model": info["model"],
         "checkpoint_sha256": file_sha256(checkpoint),
         "exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}",

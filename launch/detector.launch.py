@@ -12,14 +12,15 @@ The camera topics are remapped onto the node's private inputs (``~/input/image``
 ``~/input/camera_info``); its outputs are ``<namespace>/detector/output/...``. The node runs
 with the Fast DDS large-data profile (``config/fastdds_large_data.xml``) unless
 FASTDDS_DEFAULT_PROFILES_FILE is already set; the camera driver needs the same profile (or
-``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``) for frames above 512 KB to arrive.
+``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``) for frames above 512 KB to arrive. A profile file
+that does not exist is not set: a warning names it.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -29,6 +30,16 @@ PARAMETER_ARGUMENTS = {
     "model_path": (None, "model file: checkpoint .pt, exported .onnx or TensorRT .engine"),
     "compressed": ("false", "subscribe to sensor_msgs/CompressedImage instead of Image"),
 }
+
+
+def use_fastdds_profile(context):
+    """Set FASTDDS_DEFAULT_PROFILES_FILE to the ``fastdds_profile`` argument if it exists."""
+    profile = LaunchConfiguration("fastdds_profile").perform(context)
+    if os.path.isfile(profile):
+        return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+    return [LogInfo(msg=f"WARNING: Fast DDS profile {profile!r} not found: "
+                        "FASTDDS_DEFAULT_PROFILES_FILE not set, camera frames above ~512 KB "
+                        "may be lost between processes")]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -54,8 +65,7 @@ def generate_launch_description() -> LaunchDescription:
         share, "models", "default.pt")), description=description)
         for name, (default, description) in PARAMETER_ARGUMENTS.items()]
     return LaunchDescription(arguments + [
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                               LaunchConfiguration("fastdds_profile")),
+        OpaqueFunction(function=use_fastdds_profile),
         Node(
             package="dense_ood_ros",
             executable="detector",

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${DENSE_OOD_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 stamp="$VENV/.requirements.sha256"
-want=$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-core.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"

@@ -85,3 +85,34 @@ def camvid_paste_frames(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("camvid_paste")
     camvid_paste.generate("test", out, seed=0, limit=3, root=CAMVID_DIR, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory):
+    """Build this package with colcon into a temporary workspace, as a ROS user installs it.
+
+    Returns the install prefix, its share and lib folders and the environment that sourcing
+    ``install/setup.bash`` gives (without any Fast DDS profile variable: the installed code
+    must find its own).
+    """
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    colcon = Path(sys.executable).parent / "colcon"
+    assert colcon.is_file(), (f"colcon is not installed beside {sys.executable} "
+                              "(requirements.txt: colcon-common-extensions)")
+    workspace = tmp_path_factory.mktemp("colcon_ws")
+    (workspace / "src").mkdir()
+    (workspace / "src" / "dense_ood_ros").symlink_to(REPO_ROOT)
+    build = subprocess.run([str(colcon), "build", "--packages-select", "dense_ood_ros"],
+                           cwd=workspace, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, f"colcon build failed:\n{build.stdout}\n{build.stderr}"
+    sourced = subprocess.run(["bash", "-c", "source install/setup.bash && env -0"],
+                             cwd=workspace, capture_output=True, text=True, check=True)
+    env = dict(item.split("=", 1) for item in sourced.stdout.split("\0") if "=" in item)
+    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+        env.pop(name, None)
+    prefix = workspace / "install" / "dense_ood_ros"
+    return SimpleNamespace(prefix=prefix, share=prefix / "share" / "dense_ood_ros",
+                           lib=prefix / "lib" / "dense_ood_ros", env=env)

@@ -78,6 +78,52 @@ def client(ros_context, detector_node):
         yield client
 
 
+#: The node installed by colcon runs in its own namespace.
+INSTALLED_NAMESPACE = "dds_installed"
+
+
+@pytest.fixture(scope="module")
+def installed_client(ros_context, colcon_install, tmp_path_factory):
+    """Run the colcon-installed ``detector`` console script from install/, as ``ros2 run`` does.
+
+    No model path, parameter file or Fast DDS profile is given: its defaults in share/ are used.
+    """
+    log_path = tmp_path_factory.mktemp("installed_node") / "node.log"
+    command = [str(colcon_install.lib / "detector"), "--ros-args", "--params-file",
+               str(colcon_install.share / "config" / "detector.yaml"),
+               "-r", f"__ns:=/{INSTALLED_NAMESPACE}"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env=colcon_install.env, cwd="/")
+        try:
+            with DetectorClient(INSTALLED_NAMESPACE, detector_process=process,
+                                context=ros_context, node_name="dds_installed_client") as client:
+                client.wait_until_connected(STARTUP_TIMEOUT_S)
+                yield client
+        except (TimeoutError, RuntimeError) as exc:
+            pytest.fail(f"{exc}\nnode log:\n{log_path.read_text()}")
+        finally:
+            exit_code = stop_detector(process)
+    text = log_path.read_text()
+    assert exit_code == 0, f"the installed node did not stop cleanly ({exit_code}):\n{text}"
+    assert f"model {colcon_install.share / 'models' / 'default.pt'}" in text, text
+    assert f"profile {colcon_install.share / 'config' / 'fastdds_large_data.xml'}" in text, text
+
+
+@pytest.fixture(scope="module", params=["source tree", "colcon install"])
+def any_layout_client(request, camvid_frame):
+    """Give the node run from the source tree, then the colcon-installed one, model loaded.
+
+    (Frames that arrive while the model loads are dropped by design; one answered frame shows
+    it has loaded.)
+    """
+    client = request.getfixturevalue("client" if request.param == "source tree"
+                                     else "installed_client")
+    client.request(numpy_to_image(camvid_frame, "rgb8", stamped_header(1_700_003_500)),
+                   timeout_s=STARTUP_TIMEOUT_S * 2)
+    return client
+
+
 def stamped_header(sec: int, frame_id: str = "dds_test_camera") -> Header:
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = sec, 123456789
@@ -275,14 +321,17 @@ def test_camera_driver_encodings_are_answered(client, camvid_frame, encoding):
 
 
 @pytest.mark.parametrize("height, width", [(720, 1280), (1080, 1920), (2160, 3840)])
-def test_camera_sized_frames_arrive_on_the_first_send(client, camvid_frame, height, width):
+def test_camera_sized_frames_arrive_on_the_first_send(
+        any_layout_client, camvid_frame, height, width):
     """Frames far above the default transports' 512 KB arrive, with the shipped profile.
 
     config/fastdds_large_data.xml is used on both sides; the outputs have the frame's size.
+    The same for the node run from the source tree and the colcon-installed one.
     """
     frame = cv2.resize(camvid_frame, (width, height), interpolation=cv2.INTER_LINEAR)
-    reply = client.request(numpy_to_image(frame, "rgb8", stamped_header(1_700_005_000 + height)),
-                           timeout_s=60.0, resend_period_s=30.0)
+    header = stamped_header(1_700_005_000 + height)
+    reply = any_layout_client.request(numpy_to_image(frame, "rgb8", header), timeout_s=60.0,
+                                      resend_period_s=30.0)
     assert reply.sends == 1, "the frame was lost on the way in"
     assert (reply.outputs[LABELS_TOPIC].height, reply.outputs[LABELS_TOPIC].width) == (height,
                                                                                        width)
@@ -631,6 +680,13 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
+class _Configuration(str):
+    """Stands for a LaunchConfiguration: ``$(name)``, performed from a dict context."""
+
+    def perform(self, context):
+        return context[self[2:-1]]
+
+
 def test_launch_file_remaps_the_private_topics_and_sets_the_dds_profile(monkeypatch, tmp_path):
     """Run generate_launch_description against recording stand-ins for launch / launch_ros.
 
@@ -647,9 +703,11 @@ def test_launch_file_remaps_the_private_topics_and_sets_the_dds_profile(monkeypa
             get_package_share_directory=lambda package: str(share)),
         "launch": types.SimpleNamespace(LaunchDescription=_Recorder),
         "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=_Recorder,
-                                                SetEnvironmentVariable=_Recorder),
+                                                SetEnvironmentVariable=_Recorder,
+                                                OpaqueFunction=_Recorder, LogInfo=_Recorder),
         "launch.substitutions": types.SimpleNamespace(
-            EnvironmentVariable=_Recorder, LaunchConfiguration=lambda name: f"$({name})"),
+            EnvironmentVariable=_Recorder,
+            LaunchConfiguration=lambda name: _Configuration(f"$({name})")),
         "launch_ros": types.ModuleType("launch_ros"),
         "launch_ros.actions": types.SimpleNamespace(Node=_Recorder),
     }
@@ -661,8 +719,7 @@ def test_launch_file_remaps_the_private_topics_and_sets_the_dds_profile(monkeypa
     entities = module.generate_launch_description().args[0]
     arguments = {e.args[0]: e.kwargs for e in entities if "default_value" in e.kwargs}
     node = next(e for e in entities if e.kwargs.get("executable") == "detector")
-    environment = next(e for e in entities
-                       if e.args and e.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE")
+    use_profile = next(e for e in entities if "function" in e.kwargs).kwargs["function"]
     assert dict(node.kwargs["remappings"]) == {"~/input/image": "$(image)",
                                                "~/input/camera_info": "$(camera_info)"}
     assert node.kwargs["namespace"] == "$(namespace)" and node.kwargs["name"] == "detector"
@@ -673,7 +730,13 @@ def test_launch_file_remaps_the_private_topics_and_sets_the_dds_profile(monkeypa
     assert arguments["params_file"]["default_value"] == str(share / "config" / "detector.yaml")
     assert arguments["backend"]["default_value"] == DEFAULTS["backend"]
     assert arguments["model_path"]["default_value"] == str(share / "models" / "default.pt")
-    assert environment.args[1] == "$(fastdds_profile)"
+    profile = tmp_path / "profile.xml"
+    profile.write_text("<dds/>")
+    (environment,) = use_profile({"fastdds_profile": str(profile)})
+    assert environment.args == ("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    (warning,) = use_profile({"fastdds_profile": str(tmp_path / "missing.xml")})
+    assert "WARNING" in warning.kwargs["msg"] and str(tmp_path / "missing.xml") in \
+        warning.kwargs["msg"], "a missing profile is named, not set"
     profile_default = arguments["fastdds_profile"]["default_value"]
     assert profile_default.args == ("FASTDDS_DEFAULT_PROFILES_FILE",)
     assert profile_default.kwargs["default_value"] == str(share / "config" /

@@ -16,6 +16,7 @@ import yaml
 
 from dense_ood_ros.label_set import ShortRepr, read_yaml
 from training.data.description import DatasetDescriptionError, load_description
+from training.negatives import RESERVED_SPLIT
 
 
 @dataclass
@@ -31,6 +32,9 @@ class DataConfig:
     # Photometric jitter of the training crops: brightness, contrast and saturation each scaled
     # by a factor drawn from [1 - s, 1 + s]; 0 is off (and draws nothing: runs stay as before).
     photometric: float = 0.0
+    # Camera degradations of the training crops (Gaussian blur, sensor noise, JPEG), each
+    # applied with this probability; 0 is off (and draws nothing).
+    degrade: float = 0.0
     batch_size: int = 8
     num_workers: int = 0
     limit_train: Optional[int] = None  # use only the first N training frames (smoke runs)
@@ -84,6 +88,16 @@ class FlowConfig:
 
 
 @dataclass
+class ObjectNegativesConfig:
+    """Real negatives: COCO objects pasted into the training crops (``training/negatives.py``)."""
+
+    root: str = "../shared/data/coco128_panoptic"  # a COCO panoptic folder
+    split: str = "train2017"  # never val2017: CamVid-Paste test's objects
+    probability: float = 0.5  # share of crops that get one object
+    height_range: Tuple[float, float] = (0.1, 0.5)  # object height / crop height
+
+
+@dataclass
 class NFlowJSStageConfig:
     """Joint fine-tuning of the classifier and the flow.
 
@@ -108,6 +122,10 @@ class NFlowJSStageConfig:
     # [1]: the paper.
     sample_scales: List[int] = field(default_factory=lambda: [1])
     eval_every: int = 2
+    # What is pasted as negatives: "flow" (the paper's synthetic patches), "objects" (real
+    # COCO objects, nflowjs.objects) or both.
+    negatives: List[str] = field(default_factory=lambda: ["flow"])
+    objects: ObjectNegativesConfig = field(default_factory=ObjectNegativesConfig)
 
 
 @dataclass
@@ -130,6 +148,7 @@ class TrainConfig:
 
 
 KNOWN_STAGES = ("ce", "flow", "nflowjs")
+KNOWN_NEGATIVES = ("flow", "objects")
 DEVICES = ("auto", "cpu", "cuda")
 #: Smallest value of the integer keys that count or size something (each element of a list).
 MINIMUMS = {
@@ -285,6 +304,8 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
                               f"got {[low, high]}")
     if not 0 <= config.data.photometric < 1:
         raise _key_error("data.photometric", "must be in [0, 1)", config.data.photometric)
+    if not 0 <= config.data.degrade <= 1:
+        raise _key_error("data.degrade", "must be in [0, 1]", config.data.degrade)
     low, high = config.nflowjs.side_range
     if low > high:
         raise ConfigError(f"config key 'nflowjs.side_range' must be [low, high] with "
@@ -302,6 +323,7 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
         raise ConfigError(f"config key 'data.crop_size' must be at least {multiple} on each side "
                           f"for nflowjs (the flow's patch granularity, 2 ** flow.levels), got "
                           f"{list(config.data.crop_size)}")
+    _check_negatives(config)
     if not config.data.eval_splits:
         raise ConfigError("config key 'data.eval_splits' must name at least one split, got []")
     try:
@@ -309,6 +331,30 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
     except DatasetDescriptionError as exc:
         raise ConfigError(f"config key 'data.dataset': {exc}") from None
     return config
+
+
+def _check_negatives(config: TrainConfig) -> None:
+    """``nflowjs.negatives`` and, when objects are pasted, ``nflowjs.objects``."""
+    negatives = config.nflowjs.negatives
+    if not negatives or any(n not in KNOWN_NEGATIVES for n in negatives) \
+            or len(set(negatives)) != len(negatives):
+        raise ConfigError(f"config key 'nflowjs.negatives' must list each of "
+                          f"{list(KNOWN_NEGATIVES)} at most once (at least one), "
+                          f"got {_SHOW.repr(negatives)}")
+    objects = config.nflowjs.objects
+    if not 0 < objects.probability <= 1:
+        raise _key_error("nflowjs.objects.probability", "must be in (0, 1]", objects.probability)
+    low, high = objects.height_range
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"config key 'nflowjs.objects.height_range' must be [low, high] with "
+                          f"0 < low <= high <= 1, got {[low, high]}")
+    if "objects" not in negatives or "nflowjs" not in config.stages:
+        return
+    if objects.split == RESERVED_SPLIT:
+        raise ConfigError(f"config key 'nflowjs.objects.split': {RESERVED_SPLIT} objects are "
+                          "CamVid-Paste test's anomalies and may not be trained on; use train2017")
+    if not Path(objects.root).is_dir():
+        raise ConfigError(f"config key 'nflowjs.objects.root': no folder {objects.root}")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:

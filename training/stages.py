@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from training.data.description import load_description
 from training.flows import flow_from_config, load_flow_weights
 from training.flows.glow import Glow, clipped_share
 from training.losses import inlier_cross_entropy, negative_jsd_loss
+from training.negatives import ObjectPaster, load_negative_objects
 from training.pasting import (crop_patches, paste_patches, sample_flow_size, sample_locations,
                               sample_negatives, sample_patch_size)
 from training.plots import plot_flow_samples, plot_losses
@@ -148,7 +149,7 @@ def train_loader(config: TrainConfig, ctx: DistributedContext, crop_size, batch_
     dataset = config_dataset(config, "train", crop_size=crop_size, scale_range=scale_range,
                              limit=data.limit_train, seed=config.seed,
                              cache_in_memory=data.cache_in_memory,
-                             photometric=data.photometric)
+                             photometric=data.photometric, degrade=data.degrade)
     sampler = DistributedSampler(dataset, seed=config.seed) if ctx.enabled else None
     generator = torch.Generator().manual_seed(config.seed)
     prepare_workers(data.num_workers)
@@ -403,38 +404,54 @@ def train_flow(config: TrainConfig, ctx: DistributedContext) -> Path:
 # ----------------------------------------------------------------------- joint NFlowJS fine-tuning
 
 def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.Module,
-                 flow: Glow, optimizer: torch.optim.Optimizer,
-                 flow_optimizer: torch.optim.Optimizer, runtime: StepRuntime,
+                 flow: Optional[Glow], objects: Optional[ObjectPaster],
+                 optimizer: torch.optim.Optimizer,
+                 flow_optimizer: Optional[torch.optim.Optimizer], runtime: StepRuntime,
                  ctx: DistributedContext, ignore_index: int) -> Step:
     """Make the joint NFlowJS step (see :func:`train_nflowjs`).
 
     ``model`` is the classifier that the step's ``ddp_model`` wraps; ``crop_size`` the size
     of the training crops (``data.crop_size``), which patch sizes and locations follow;
-    pasted pixels and those labelled ``ignore_index`` have no cross-entropy. Under ``amp`` the
-    classifier runs in float16 and the flow in float32: the flow's share of the JSD gradient
-    is unscaled, and the flow's update skipped when that gradient is not finite.
+    pasted pixels and those labelled ``ignore_index`` have no cross-entropy. ``objects`` (real
+    negatives) are pasted first, then the ``flow``'s patch; either may be None. Under ``amp``
+    the classifier runs in float16 and the flow in float32: the flow's share of the JSD
+    gradient is unscaled, and the flow's update skipped when that gradient is not finite.
     """
     normalize = Normalize().to(runtime.device)
     scaler = runtime.scaler
 
     def step(ddp_model, images, labels, rng):
         images = _to_float_nchw(images)
-        patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step,
-                                       cfg.reference_crop, flow.size_multiple)
-        locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
-        flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
-        samples = sample_negatives(flow, images.shape[0], flow_size, patch_size, cfg.temperature)
-        samples_leaf = samples.detach().requires_grad_(True)
-        pasted, labels, negative = paste_patches(images, labels, samples_leaf * 255.0, locations,
-                                                 ignore_index)
+        pasted = images
+        negative = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+        if objects is not None:
+            pasted, labels, negative = objects.paste(images, labels, rng, ignore_index)
+        if flow is not None:
+            patch_size = sample_patch_size(rng, crop_size, cfg.side_range, cfg.side_step,
+                                           cfg.reference_crop, flow.size_multiple)
+            locations = sample_locations(rng, images.shape[0], crop_size, patch_size)
+            flow_size = sample_flow_size(rng, patch_size, cfg.sample_scales, flow.size_multiple)
+            samples = sample_negatives(flow, images.shape[0], flow_size, patch_size,
+                                       cfg.temperature)
+            samples_leaf = samples.detach().requires_grad_(True)
+            pasted, labels, flow_negative = paste_patches(pasted, labels, samples_leaf * 255.0,
+                                                          locations, ignore_index)
+            negative = negative | flow_negative
         with runtime.autocast():
             logits = ddp_model(runtime.model_input(normalize.normalize_nchw(pasted)))
         logits = logits.float()
         ce = inlier_cross_entropy(logits, labels, ignore_index)
         jsd = negative_jsd_loss(logits, negative)
         if not torch.isfinite(ce + jsd):
-            tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}) at patch "
-                       f"{patch_size}: step skipped")
+            tqdm.write(f"[nflowjs] non-finite loss (ce {ce.item()}, jsd {jsd.item()}): "
+                       "step skipped")
+            return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan"),
+                    "clipped": float("nan")}
+        if flow is None:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(ce + cfg.jsd_weight * jsd).backward()
+            scaler.step(optimizer)
+            scaler.update()
             return {"ce_loss": ce.item(), "jsd_loss": jsd.item(), "bpd": float("nan"),
                     "clipped": float("nan")}
         # Flow's share of the JSD term: gradient w.r.t. its samples only.
@@ -446,6 +463,7 @@ def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.
         scaler.scale(ce + cfg.jsd_weight * jsd).backward(inputs=list(model.parameters()))
         scaler.step(optimizer)
         scaler.update()
+        # the flow learns the inlier patches its negatives replaced, without pasted objects
         inlier_patches = crop_patches(images, locations, patch_size)
         if flow_size != patch_size:
             # area means are not integers; the dequantisation noise still spans [v, v + 1)
@@ -463,21 +481,46 @@ def nflowjs_step(cfg: NFlowJSStageConfig, crop_size: Tuple[int, int], model: nn.
     return step
 
 
+def object_paster(config: TrainConfig) -> Optional[ObjectPaster]:
+    """Return the paster of ``nflowjs.objects``, or None unless ``negatives`` has objects."""
+    cfg = config.nflowjs
+    if "objects" not in cfg.negatives:
+        return None
+    objects = load_negative_objects(Path(cfg.objects.root), cfg.objects.split)
+    return ObjectPaster(objects, cfg.objects.probability, cfg.objects.height_range)
+
+
 def nflowjs_training(config: TrainConfig, ctx: DistributedContext, runtime: StepRuntime,
-                     model: nn.Module, flow: Glow):
-    """Place classifier and flow on the runtime's device; return both optimizers and the step."""
+                     model: nn.Module, flow: Optional[Glow]):
+    """Place classifier and flow on the runtime's device; return both optimizers and the step.
+
+    Without a flow (``negatives: [objects]``) the flow optimizer is None.
+    """
     cfg = config.nflowjs
     runtime.place(model.train())
-    flow.to(runtime.device)
     optimizer = _classifier_optimizer(model, cfg.lr, cfg.encoder_lr_factor, cfg.weight_decay)
-    flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
-    step = nflowjs_step(cfg, config.data.crop_size, model, flow, optimizer, flow_optimizer,
-                        runtime, ctx, label_set(config).ignore_index)
+    flow_optimizer = None
+    if flow is not None:
+        flow.to(runtime.device)
+        flow_optimizer = torch.optim.Adam(flow.parameters(), lr=cfg.flow_lr)
+    step = nflowjs_step(cfg, config.data.crop_size, model, flow, object_paster(config),
+                        optimizer, flow_optimizer, runtime, ctx, label_set(config).ignore_index)
     return optimizer, flow_optimizer, step
 
 
+def _pretrained_flow(config: TrainConfig) -> Tuple[Glow, Path]:
+    init_flow = Path(config.nflowjs.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
+    flow = flow_from_config(config)
+    flow_state = load_state(init_flow)
+    if flow_state is None:
+        raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} "
+                                "not found")
+    load_flow_weights(flow, flow_state["flow"], init_flow)
+    return flow, init_flow
+
+
 def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
-    """Joint fine-tuning of classifier and flow with synthetic negatives pasted into inlier crops.
+    """Joint fine-tuning of classifier and flow with negatives pasted into inlier crops.
 
     Per step: one patch size (h, w) for the batch (drawn as in the paper, scaled to the crop),
     one uniform location per image, one sampling scale s (the flow samples at (h, w) / s,
@@ -486,7 +529,9 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     bits/dim of the inlier patches the negatives replaced (at the same 1/s) + lambda_flow * the
     same JSD term, whose gradient reaches the flow through the (differentiable) sampling path.
     Each network gets only its own objective's gradient (the flow never sees the classifier's
-    cross-entropy).
+    cross-entropy). With ``negatives`` holding ``objects``, real COCO objects are pasted too
+    (``training/negatives.py``); without ``flow``, they are the only negatives and no flow is
+    loaded or trained.
     """
     stage_dir, model_path, finished = _stage_output(config, ctx, "nflowjs", "model.pt")
     if finished:
@@ -495,21 +540,18 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     cfg = config.nflowjs
     runtime = StepRuntime.from_config(config, ctx)
     init_model = Path(cfg.init_model or Path(config.output_dir) / "ce" / "model.pt")
-    init_flow = Path(cfg.init_flow or Path(config.output_dir) / "flow" / "flow.pt")
     model = trained_model(config, init_model, "nflowjs.init_model")
-    flow = flow_from_config(config)
-    flow_state = load_state(init_flow)
-    if flow_state is None:
-        raise FileNotFoundError(f"nflowjs needs a pre-trained flow (stage 'flow'): {init_flow} "
-                                "not found")
-    load_flow_weights(flow, flow_state["flow"], init_flow)
+    flow, init_flow = _pretrained_flow(config) if "flow" in cfg.negatives else (None, None)
     optimizer, flow_optimizer, step = nflowjs_training(config, ctx, runtime, model, flow)
-    path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs,
-                               {"model": optimizer, "flow": flow_optimizer},
-                               {"model": model, "flow": flow}, runtime, step,
-                               ["ce_loss", "jsd_loss", "bpd", "clipped"], cfg.eval_every,
-                               {"init_model": str(init_model), "init_flow": str(init_flow)})
-    if ctx.is_main:
+    optimizers, modules = {"model": optimizer}, {"model": model}
+    if flow is not None:
+        optimizers["flow"], modules["flow"] = flow_optimizer, flow
+    path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs, optimizers, modules,
+                               runtime, step, ["ce_loss", "jsd_loss", "bpd", "clipped"],
+                               cfg.eval_every,
+                               {"init_model": str(init_model), "init_flow": str(init_flow or ""),
+                                "negatives": list(cfg.negatives)})
+    if ctx.is_main and flow is not None:
         save_state(stage_dir / "flow.pt", {"flow": flow.state_dict()})
         plot_flow_samples(flow.cpu(), stage_dir / "samples.png", seed=config.seed,
                           temperature=cfg.temperature, scales=cfg.sample_scales)

@@ -48,7 +48,8 @@ def _stage_step(config: TrainConfig, stage: str, ctx: DistributedContext):
         model, _, step = ce_training(config, runtime)
         return model, step
     model = segmentation_model(config)
-    _, _, step = nflowjs_training(config, ctx, runtime, model, flow_from_config(config))
+    flow = flow_from_config(config) if "flow" in config.nflowjs.negatives else None
+    _, _, step = nflowjs_training(config, ctx, runtime, model, flow)
     return model, step
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
-from dense_ood_ros.checkpoint import checkpoint_label_set, load_model
+from dense_ood_ros.checkpoint import checkpoint_label_set, load_model, score_smoothing
 from dense_ood_ros.graph import InferenceGraph
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class TorchBackend(Backend):
         if on_cuda:
             segmenter = segmenter.to(memory_format=torch.channels_last)
         self.precision = precision
-        self.graph = InferenceGraph(segmenter, score_names).to(self.device).eval()
+        self.graph = InferenceGraph(segmenter, score_names,
+                                    score_smoothing(info)).to(self.device).eval()
         self.label_set = checkpoint_label_set(info, model_path)
         self.class_names = self.label_set.class_names
         self.score_names = self.graph.score_names

@@ -4,6 +4,7 @@ Start the node as a process, send camera frames, collect its outputs matched by 
 Used by the demo and the DDS tests.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,13 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from dense_ood_ros.ros import (INPUT_IMAGE_TOPIC, image_outputs, node_topic, output_topic,
-                               package_path)
+from dense_ood_ros.ros import (FASTDDS_PROFILE_FILE, INPUT_IMAGE_TOPIC, image_outputs,
+                               node_topic, output_topic, package_path)
+
+logger = logging.getLogger(__name__)
 
 #: Fast DDS profile for camera-sized messages (see config/fastdds_large_data.xml).
-FASTDDS_PROFILE = package_path("config", "fastdds_large_data.xml")
+FASTDDS_PROFILE = package_path(FASTDDS_PROFILE_FILE)
 #: Where Fast DDS 3 (ROS 2 Kilted) and, deprecated, Fast DDS 2 read a profile file from.
 FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
@@ -40,14 +43,21 @@ def _parameter_text(value: Any) -> str:
     return str(value)
 
 
-def large_data_environment(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """Return ``environ`` (default os.environ) with the package's Fast DDS profile set.
+def large_data_environment(environ: Optional[Mapping[str, str]] = None,
+                           profile: Path = FASTDDS_PROFILE) -> Dict[str, str]:
+    """Return ``environ`` (default os.environ) with the package's Fast DDS ``profile`` set.
 
-    A profile the user set already is kept.
+    A profile the user set already is kept. A ``profile`` that does not exist is not set: a
+    warning names it (Fast DDS would ignore it, and frames above ~512 KB would be lost).
     """
     env = dict(os.environ if environ is None else environ)
     if not any(env.get(name) for name in FASTDDS_PROFILE_VARIABLES):
-        env[FASTDDS_PROFILE_VARIABLES[0]] = str(FASTDDS_PROFILE)
+        if Path(profile).is_file():
+            env[FASTDDS_PROFILE_VARIABLES[0]] = str(profile)
+        else:
+            logger.warning("Fast DDS profile %s not found: %s left unset, so camera frames above "
+                           "~512 KB may be lost between processes (is the package installed "
+                           "with its config/ folder?)", profile, FASTDDS_PROFILE_VARIABLES[0])
     return env
 
 

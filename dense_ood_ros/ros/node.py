@@ -27,6 +27,7 @@ with code 0 (:mod:`dense_ood_ros.ros.shutdown`).
 
 import copy
 import math
+import os
 import sys
 import threading
 import time
@@ -355,7 +356,8 @@ class DetectorNode(Node):
             f"{backend.input_size[0]}x{backend.input_size[1]}, {len(backend.class_names)} "
             f"classes of label set {detector.label_set.name!r}); score {self.settings.score}; "
             f"input {self.subscription.topic_name} ({self.input_type.__name__}); outputs "
-            f"{', '.join(p.topic_name for p in self.publishers_by_topic.values())}")
+            f"{', '.join(p.topic_name for p in self.publishers_by_topic.values())}; Fast DDS "
+            f"profile {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or 'none'}")
 
     # --- receiving (executor thread): cheap, never waits on the model ----------------------
 

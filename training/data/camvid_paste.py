@@ -283,14 +283,17 @@ def estimate_horizons(samples: Sequence[Sample], description: DatasetDescription
             else DEFAULT_HORIZON_FRACTION * frame_height for sequence, rows in estimates.items()}
 
 
-def _scaled_cutout(obj: CocoObject, width: int, height: int, flip: bool, brightness_gain: float):
-    """Object resized to ``width`` x ``height`` pixels: (float RGB, alpha) with feathered edges."""
+def scaled_cutout(obj: CocoObject, width: int, height: int, flip: bool, gain: float):
+    """Object resized to ``width`` x ``height`` pixels: (float RGB, alpha) with feathered edges.
+
+    Its colours are multiplied by ``gain`` (see :func:`brightness_gain`).
+    """
     mask = obj.mask.astype(np.float32)
     # Resize colour premultiplied by the mask, so no COCO background bleeds into the edges.
     premultiplied = cv2.resize(obj.rgb.astype(np.float32) * mask[..., None], (width, height),
                                interpolation=cv2.INTER_AREA)
     coverage = cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
-    rgb = premultiplied / np.maximum(coverage, 1e-3)[..., None] * brightness_gain
+    rgb = premultiplied / np.maximum(coverage, 1e-3)[..., None] * gain
     alpha = np.clip(cv2.GaussianBlur(coverage, (0, 0), 0.6), 0.0, 1.0)
     alpha[coverage < 0.02] = 0.0
     if flip:
@@ -298,7 +301,7 @@ def _scaled_cutout(obj: CocoObject, width: int, height: int, flip: bool, brightn
     return np.clip(rgb, 0, 255), alpha
 
 
-def _brightness_gain(obj: CocoObject, frame: np.ndarray) -> float:
+def brightness_gain(obj: CocoObject, frame: np.ndarray) -> float:
     """Pull the object's mean brightness half-way (geometrically) toward the frame's."""
     object_mean = float(obj.rgb[obj.mask].mean())
     return float(np.clip(np.sqrt(frame.mean() / max(object_mean, 1.0)), 0.6, 1.5))
@@ -362,7 +365,7 @@ def paste_frame(frame: np.ndarray, camvid_label: np.ndarray, pool: Sequence[Coco
         if position is None:
             continue
         top, left, height, width = position
-        rgb, alpha = _scaled_cutout(obj, width, height, flip, _brightness_gain(obj, frame))
+        rgb, alpha = scaled_cutout(obj, width, height, flip, brightness_gain(obj, frame))
         window = np.s_[top:top + alpha.shape[0], left:left + alpha.shape[1]]
         canvas[window] = alpha[..., None] * rgb + (1.0 - alpha[..., None]) * canvas[window]
         alpha_total[window] = np.maximum(alpha_total[window], alpha)

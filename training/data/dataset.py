@@ -37,20 +37,23 @@ class SegmentationDataset(Dataset):
 
     With ``crop_size`` set, training augmentation applies: random scale in ``scale_range``,
     random crop (padded with the ignore index), horizontal flip, photometric jitter of
-    strength ``photometric`` (0: none), drawn from
+    strength ``photometric`` (0: none), camera degradations with probability ``degrade``
+    each (0: none; :func:`degrade`), drawn from
     (seed, epoch, index), so items do not depend on the worker that reads them.
     """
 
     def __init__(self, description: DatasetDescription, root: Union[str, Path], split: str,
                  crop_size: Optional[Tuple[int, int]] = None,
                  scale_range: Tuple[float, float] = (0.75, 1.5), limit: Optional[int] = None,
-                 seed: int = 0, cache_in_memory: bool = False, photometric: float = 0.0):
+                 seed: int = 0, cache_in_memory: bool = False, photometric: float = 0.0,
+                 degrade: float = 0.0):
         self.description = description
         self.label_set = description.label_set
         self.samples = list_samples(description, root, split)[:limit]
         self.crop_size = crop_size
         self.scale_range = scale_range
         self.photometric = photometric
+        self.degrade = degrade
         self.seed = seed
         self.epoch = 0
         self.decoded = None
@@ -92,6 +95,8 @@ class SegmentationDataset(Dataset):
                                    self.label_set.ignore_index)
             if self.photometric:
                 image = photometric_jitter(image, self.photometric, rng)
+            if self.degrade:
+                image = degrade(image, self.degrade, rng)
         # a copy: the tensors handed out never share memory with the cache
         image = np.array(image, order="C")
         return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
@@ -137,6 +142,34 @@ def photometric_jitter(image: np.ndarray, strength: float,
     luma = (out @ _LUMA)[..., None]
     out = (out - luma) * saturation + luma
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+#: Ranges of :func:`degrade`: blur sigma (px), noise standard deviation (grey levels), JPEG
+#: quality.
+BLUR_SIGMA = (0.5, 1.5)
+NOISE_STD = (2.0, 8.0)
+JPEG_QUALITY = (25, 75)
+
+
+def degrade(image: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
+    """Apply each camera degradation with ``probability``: Gaussian blur, noise, JPEG.
+
+    Cameras other than CamVid's differ in sharpness, sensor noise and compression; a model
+    that has only seen one camera's takes the others' for the unknown.
+    """
+    blur, noise, jpeg = rng.random(3) < probability
+    if blur:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*BLUR_SIGMA))
+    if noise:
+        noisy = image + rng.normal(0.0, rng.uniform(*NOISE_STD), image.shape)
+        image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if jpeg:
+        quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return image
 
 
 def prepare_workers(num_workers: int) -> None:
