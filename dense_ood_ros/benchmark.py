@@ -55,7 +55,7 @@ MODEL_SPEED_UP = "throughput vs the same backend on --model"
 #: (device, precision), tensorrt:int8; then any other option of the backend by name, e.g.
 #: onnxruntime:cpu:fp32:spinning=1 or onnxruntime:cpu::optimization=basic.
 SPEC_OPTIONS = {"torch": ("device", "precision"), "onnxruntime": ("device", "precision"),
-                "tensorrt": ("precision",)}
+                "openvino": ("precision",), "tensorrt": ("precision",)}
 #: Other processes' CPU use (cores) under which the machine counts as quiet.
 QUIET_CORES = 0.15
 #: Named spec values that are not strings.

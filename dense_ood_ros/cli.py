@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from dense_ood_ros.backends import BACKEND_NAMES
-from dense_ood_ros.backends.tensorrt_backend import PRECISIONS
+from dense_ood_ros.backends import BACKEND_NAMES, PRECISIONS
 from dense_ood_ros.backends.torch_backend import PRECISIONS as TORCH_PRECISIONS
 from dense_ood_ros.scores import SCORES
 
@@ -102,7 +101,9 @@ def add_backend(parser: argparse.ArgumentParser, default: str = "torch") -> None
                         help="tensorrt precision (default fp16); torch "
                              f"{'/'.join(TORCH_PRECISIONS)} (default fp32, fp16 on cuda only); "
                              "onnxruntime fp32 (default) or int8 (static INT8, calibrated once "
-                             "on CamVid train frames or $DENSE_OOD_CALIBRATION_DIR, cached)")
+                             "on CamVid train frames or $DENSE_OOD_CALIBRATION_DIR, cached); "
+                             "openvino fp32 (default), bf16 (CPUs with BF16 kernels) or int8 "
+                             "(the same INT8 graph)")
     add_threads(parser)
     add_cache_dir(parser)
 

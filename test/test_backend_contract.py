@@ -69,6 +69,11 @@ class TestOnnxRuntimeCpu(BackendContract):
     options = {"device": "cpu", "threads": 1}
 
 
+class TestOpenVino(BackendContract):
+    name = "openvino"
+    options = {"precision": "fp32", "threads": 1}
+
+
 @pytest.mark.gpu
 class TestTorchCudaFp16(BackendContract):
     name = "torch"

