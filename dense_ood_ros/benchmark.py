@@ -39,7 +39,7 @@ from dense_ood_ros.backends import BACKENDS, availability, make_backend
 from dense_ood_ros.cli import (add_cache_dir, add_model, add_scores, add_threads, command_parser,
                                parse_size)
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.host import available_cpu_count
+from dense_ood_ros.host import available_cpu_count, speed_flags
 from dense_ood_ros.io import list_images, read_rgb, write_report
 from dense_ood_ros.preprocessing import resize_frame
 
@@ -250,11 +250,17 @@ def describe_machine() -> Dict[str, Any]:
             machine["memory_gb"] = round(int(meminfo.readline().split()[1]) / 2**20, 1)
     except OSError:
         pass
+    machine["cpu_flags"] = speed_flags()
     try:
         import tensorrt
         machine["tensorrt"] = tensorrt.__version__
     except ImportError:
         machine["tensorrt"] = None
+    try:
+        import openvino
+        machine["openvino"] = openvino.__version__
+    except ImportError:
+        machine["openvino"] = None
     machine["gpus"] = [
         {"name": torch.cuda.get_device_name(i),
          "compute_capability": "%d.%d" % torch.cuda.get_device_capability(i),
@@ -438,7 +444,8 @@ def markdown(report: Dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m.get('available_cpus', m['logical_cpus'])} cores available, "
         f"{m.get('memory_gb', '?')} GB RAM, GPU: {gpus}; load average at start {load}; torch "
         f"{m['torch']}, onnxruntime {m['onnxruntime'] or 'not installed'}, tensorrt "
-        f"{m['tensorrt'] or 'not installed'}.",
+        f"{m['tensorrt'] or 'not installed'}, openvino {m.get('openvino') or 'not installed'}; "
+        f"CPU flags: {' '.join(m.get('cpu_flags') or []) or 'none of interest'}.",
         f"Settings: {s['warmup']} warm-up + {s['iters']} timed iterations, CPU threads: "
         f"{s['threads']}, camera frames {s['frame_size'][0]}x{s['frame_size'][1]}, batch 1"
         f"{'; end to end includes colouring the labels (--node)' if s.get('node') else ''}"

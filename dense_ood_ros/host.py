@@ -13,6 +13,18 @@ def available_cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+#: The CPU flags that decide which kernels and precisions are fast (reported with every speed
+#: figure): vector width, INT8 dot products, bfloat16, AMX.
+SPEED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+               "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp")
+
+
+def speed_flags() -> list:
+    """Return which of :data:`SPEED_FLAGS` this CPU has, in that order."""
+    flags = cpu_flags()
+    return [flag for flag in SPEED_FLAGS if flag in flags]
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> FrozenSet[str]:
     """Return the instruction-set flags the CPU reports (Linux ``flags``, ARM ``Features``).
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from dense_ood_ros.cli import add_backend, command_parser, parse_ints, parse_size
+from dense_ood_ros.host import speed_flags
 from dense_ood_ros.io import read_rgb, write_report
 
 #: CDR offset of header.stamp in a serialized sensor_msgs/Image (after the 4-byte
@@ -170,8 +171,10 @@ def bare_detector_figures(detector, frame: np.ndarray, frames: int) -> Dict:
 
 
 def markdown(report: Dict) -> str:
+    flags = " ".join(report["machine"].get("cpu_flags") or []) or "none of interest"
     lines = [f"Backend {report['backend']}, model {report['model']}, {report['frames']} frames a "
-             "run; latency = camera publish -> the output's arrival (the labels topic).", "",
+             "run; latency = camera publish -> the output's arrival (the labels topic). "
+             f"{report['machine']['cpus']} CPUs, flags: {flags}.", "",
              "| camera | rate | sent | answered | partial | output FPS | bare FPS | "
              "latency p50 / p95 | bare p50 / p95 | node CPU (cores) | received / dropped stale"
              " / processed |",
@@ -312,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 runs.append(run)
                 stamp += args.frames + 10
     report = {"backend": backend, "model": str(model), "frames": args.frames,
-              "machine": {"cpus": os.cpu_count()}, "bare": bare, "runs": runs}
+              "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags()}, "bare": bare,
+              "runs": runs}
     table = markdown(report)
     print(table)
     if args.out:
