@@ -140,3 +140,16 @@ def test_nflowjs_with_objects_alone_needs_no_flow(tmp_path):
     assert any(float(row["jsd_loss"]) > 0 for row in rows)
     assert not (tmp_path / "nflowjs" / "flow.pt").exists()
     assert load_model(tmp_path / "nflowjs" / "model.pt")[1]["meta"]["negatives"] == ["objects"]
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid not found")
+def test_demo_frame_regions_are_the_dogs_and_the_facades():
+    from dense_ood_ros.io import read_label
+    from training.demo_frame import DEFAULT_LABEL, region_means, regions
+
+    masks = regions(read_label(DEFAULT_LABEL, (360, 480)))
+    assert 200 < masks["dogs"].sum() < 1000  # two small dogs, labelled void
+    assert masks["facades"].sum() > 40000 and not (masks["dogs"] & masks["facades"]).any()
+    score = masks["dogs"].astype(np.float32)
+    means = region_means(score, masks)
+    assert means["dogs"] == 1.0 and means["facades"] == 0.0

@@ -7,6 +7,7 @@ Re-plot the samples of a saved flow (also prints how many sample pixels are clip
 """
 
 import csv
+import math
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -33,8 +34,8 @@ def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for column in loss_columns:
         points = [(int(r["step"]), float(r[column])) for r in rows if r.get(column)
-                  and r.get("step")]
-        if not points:
+                  and r.get("step") and math.isfinite(float(r[column]))]
+        if not points:  # e.g. bpd of a run without a flow: logged as nan
             continue
         steps, values = zip(*points)
         window = max(1, len(values) // 50)
