@@ -100,3 +100,15 @@ class Backend(ABC):
     def describe(self) -> str:
         """One line for logs: backend, device/precision details."""
         return self.name
+
+    def _adopt_graph(self, onnx_path: Union[str, Path],
+                     input_size: Optional[Tuple[int, int]]) -> None:
+        """Set ``onnx_path`` and the attributes above from an exported graph's metadata."""
+        from dense_ood_ros.onnx_graph import read_onnx_info  # torch-heavy: only ONNX backends
+
+        info = read_onnx_info(onnx_path)
+        self.onnx_path = Path(onnx_path)
+        self.class_names = info.class_names
+        self.label_set = info.label_set
+        self.score_names = info.score_names
+        self.input_size = info.run_size(input_size)

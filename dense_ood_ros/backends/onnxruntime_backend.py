@@ -29,7 +29,7 @@ from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
 from dense_ood_ros.host import available_cpu_count
 from dense_ood_ros.io import file_sha256
 from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
-                                      onnx_for_model, read_onnx_info)
+                                      onnx_for_model)
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +134,7 @@ class OnnxRuntimeBackend(Backend):
         if optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(f"unknown onnxruntime optimization level {optimization!r}; choose "
                              f"one of {list(OPTIMIZATION_LEVELS)}")
-        info = read_onnx_info(onnx_path)
-        self.onnx_path = Path(onnx_path)
-        self.class_names = info.class_names
-        self.label_set = info.label_set
-        self.score_names = info.score_names
-        self.input_size = info.run_size(input_size)
+        self._adopt_graph(onnx_path, input_size)
         self.precision = onnx_precision(onnx_path)
         self.threads = threads or available_cpu_count()
         self.spinning = bool(spinning)

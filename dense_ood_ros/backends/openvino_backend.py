@@ -25,8 +25,7 @@ from dense_ood_ros import cache
 from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
 from dense_ood_ros.host import available_cpu_count, cpu_flags
 from dense_ood_ros.io import file_sha256
-from dense_ood_ros.onnx_graph import (LABELS_NAME, SCORES_NAME, ModelFileError, onnx_for_model,
-                                      read_onnx_info)
+from dense_ood_ros.onnx_graph import LABELS_NAME, SCORES_NAME, ModelFileError, onnx_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +133,7 @@ class OpenVinoBackend(Backend):
                  status: Optional[cache.StatusCallback] = None):
         import openvino as ov
 
-        info = read_onnx_info(onnx_path)
-        self.onnx_path = Path(onnx_path)
-        self.class_names = info.class_names
-        self.label_set = info.label_set
-        self.score_names = info.score_names
-        self.input_size = info.run_size(input_size)
+        self._adopt_graph(onnx_path, input_size)
         self.precision, self.hint = precision, hint
         self.threads = threads or available_cpu_count()
         core = ov.Core()
