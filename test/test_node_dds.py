@@ -619,7 +619,7 @@ def test_diagnostics_report_loading_before_the_model_is_ready():
     ("mask_threshold", "0.5", "must be a finite number or 'off'"),
     ("mask_threshold", float("nan"), "must be a finite number or 'off'"),
     ("mask_threshold", True, "must be a finite number or 'off'"),
-    ("precision", "int4", "choose one of \\['fp32', 'fp16', 'int8'\\]"),
+    ("precision", "int4", "choose one of \\['bf16', 'fp16', 'fp32', 'int8'\\]"),
     ("output_resolution", "4k", "choose one of \\['camera', 'network'\\]"),
 ])
 def test_bad_parameters_are_named(model_path, name, value, problem):
