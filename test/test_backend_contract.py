@@ -7,6 +7,8 @@ labels-only graph.
 A backend that cannot run here (no GPU, package missing) is skipped with its own reason.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,9 @@ class TestOnnxRuntimeCpu(BackendContract):
     options = {"device": "cpu", "threads": 1}
 
 
+@pytest.mark.skipif(os.environ.get("DENSE_OOD_OPENVINO_TEST_PROCESS") != "1",
+                    reason="loads OpenVINO: runs in its own process "
+                           "(test_openvino.py::test_openvino_tests_in_their_own_process)")
 class TestOpenVino(BackendContract):
     name = "openvino"
     options = {"precision": "fp32", "threads": 1}

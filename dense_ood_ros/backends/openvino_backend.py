@@ -136,7 +136,8 @@ class OpenVinoBackend(Backend):
         self._adopt_graph(onnx_path, input_size)
         self.precision, self.hint = precision, hint
         self.threads = threads or available_cpu_count()
-        core = ov.Core()
+        # the Core outlives what it compiled: kept here, released after them
+        self._core = core = ov.Core()
         blob = compiled_blob(core, self.onnx_path, precision, self.input_size, hint, cache_dir,
                              status)
         try:
