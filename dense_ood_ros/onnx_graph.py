@@ -45,6 +45,13 @@ class ModelFileError(RuntimeError):
     """An ONNX (or engine) file is missing, corrupt, not ours, or does not match the request."""
 
 
+def check_output_names(names: Sequence[str], onnx_path: Union[str, Path]) -> None:
+    """Raise :class:`ModelFileError` unless the outputs are the graph's: labels[, scores]."""
+    if list(names) not in ([LABELS_NAME, SCORES_NAME], [LABELS_NAME]):
+        raise ModelFileError(f"ONNX file {onnx_path} has outputs {list(names)}; "
+                             f"expected {[LABELS_NAME, SCORES_NAME]} or {[LABELS_NAME]}")
+
+
 @dataclass(frozen=True)
 class OnnxInfo:
     """What an exported ONNX file declares in its metadata."""

@@ -13,7 +13,6 @@ COCO val2017 objects are CamVid-Paste test's anomalies, so training may not past
 (``training.config`` refuses ``nflowjs.objects.split: val2017``).
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
@@ -22,9 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from dense_ood_ros.io import read_rgb
 from training.data.camvid_paste import (EXCLUDED_SUPERCATEGORIES, CocoObject, brightness_gain,
-                                        scaled_cutout, segment_ids)
+                                        load_objects, scaled_cutout)
 
 #: COCO split whose objects CamVid-Paste test pastes: never a training negative.
 RESERVED_SPLIT = "val2017"
@@ -41,6 +39,15 @@ def _one_piece(mask: np.ndarray) -> bool:
     return stats[1:, cv2.CC_STAT_AREA].max() >= MIN_LARGEST_PART * mask.sum()
 
 
+def _one_piece_and_large(mask: np.ndarray, ids: np.ndarray, other_things) -> bool:
+    """At least :data:`MIN_OBJECT_AREA` pixels, mostly one connected piece."""
+    area = int(mask.sum())
+    if area < MIN_OBJECT_AREA:
+        return False
+    stats = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)[2]
+    return stats[1:, cv2.CC_STAT_AREA].max() >= MIN_LARGEST_PART * area
+
+
 def load_negative_objects(root: Path, split: str) -> List[CocoObject]:
     """Cut out every usable negative object of a COCO panoptic split, in a fixed order.
 
@@ -51,31 +58,7 @@ def load_negative_objects(root: Path, split: str) -> List[CocoObject]:
     if not annotations_file.is_file():
         raise NegativesError(f"config key 'nflowjs.objects.root': no COCO panoptic annotations "
                              f"{annotations_file} (split {split!r})")
-    panoptic = json.loads(annotations_file.read_text())
-    categories = {c["id"]: c for c in panoptic["categories"]}
-    images = {image["id"]: image for image in panoptic["images"]}
-    objects = []
-    for annotation in sorted(panoptic["annotations"], key=lambda a: a["file_name"]):
-        wanted = [s for s in annotation["segments_info"]
-                  if not s["iscrowd"] and s["area"] >= MIN_OBJECT_AREA
-                  and categories[s["category_id"]]["isthing"]
-                  and categories[s["category_id"]]["supercategory"]
-                  not in EXCLUDED_SUPERCATEGORIES]
-        if not wanted:
-            continue
-        ids = segment_ids(read_rgb(root / "panoptic" / split / annotation["file_name"]))
-        file_name = images[annotation["image_id"]]["file_name"]
-        rgb = read_rgb(root / "images" / split / file_name)
-        for segment in sorted(wanted, key=lambda s: s["id"]):
-            mask = ids == segment["id"]
-            if mask.sum() < MIN_OBJECT_AREA or not _one_piece(mask):
-                continue
-            rows, cols = np.nonzero(mask)
-            crop = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-            objects.append(CocoObject(rgb[crop].copy(), mask[crop].copy(),
-                                      categories[segment["category_id"]]["name"],
-                                      {"coco_split": split, "file_name": file_name,
-                                       "segment_id": segment["id"]}))
+    objects = load_objects(root, split, category_names=None, usable=_one_piece_and_large)
     if not objects:
         raise NegativesError(f"config key 'nflowjs.objects.root': {root} ({split}) holds no "
                              f"usable negative object (non-crowd things outside "

@@ -28,7 +28,7 @@ from dense_ood_ros import cache
 from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
 from dense_ood_ros.host import available_cpu_count
 from dense_ood_ros.io import file_sha256
-from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
+from dense_ood_ros.onnx_graph import (INPUT_NAME, ModelFileError, check_output_names,
                                       onnx_for_model)
 
 logger = logging.getLogger(__name__)
@@ -168,9 +168,7 @@ class OnnxRuntimeBackend(Backend):
         if dropped:
             logger.warning("onnxruntime did not start %s; running on %s", dropped, self.providers)
         self._outputs = [o.name for o in self.session.get_outputs()]
-        if self._outputs not in ([LABELS_NAME, SCORES_NAME], [LABELS_NAME]):
-            raise ModelFileError(f"ONNX file {onnx_path} has outputs {self._outputs}; "
-                                 f"expected {[LABELS_NAME, SCORES_NAME]} or {[LABELS_NAME]}")
+        check_output_names(self._outputs, onnx_path)
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         outputs = self.session.run(self._outputs, {INPUT_NAME: images})

@@ -13,6 +13,7 @@ performance hint; a stale or corrupt blob is compiled again with the reason logg
 ``throughput``) are the options a node sets.
 """
 
+import functools
 import io
 import logging
 import platform
@@ -25,7 +26,7 @@ from dense_ood_ros import cache
 from dense_ood_ros.backends.base import Backend, BuildRequest, no_scores
 from dense_ood_ros.host import available_cpu_count, cpu_flags
 from dense_ood_ros.io import file_sha256
-from dense_ood_ros.onnx_graph import LABELS_NAME, SCORES_NAME, ModelFileError, onnx_for_model
+from dense_ood_ros.onnx_graph import ModelFileError, check_output_names, onnx_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ AUTO_CPU_FLAGS = {"int8": {"avx512_vnni", "avx_vnni", "amx_int8"},
 COMPILE_VERSION = 1
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_description() -> Dict[str, Any]:
-    """Describe the CPU as OpenVINO sees it: name and optimisation capabilities."""
+    """Describe the CPU as OpenVINO sees it: name and optimisation capabilities (read once)."""
     import openvino as ov
 
     core = ov.Core()
@@ -145,10 +147,8 @@ class OpenVinoBackend(Backend):
                                               {"INFERENCE_NUM_THREADS": self.threads})
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable blobs
             raise ModelFileError(f"openvino cannot load the compiled model {blob}: {exc}") from exc
-        self._outputs = [output.get_any_name() for output in self.compiled.outputs]
-        if self._outputs not in ([LABELS_NAME, SCORES_NAME], [LABELS_NAME]):
-            raise ModelFileError(f"ONNX file {onnx_path} has outputs {self._outputs}; "
-                                 f"expected {[LABELS_NAME, SCORES_NAME]} or {[LABELS_NAME]}")
+        self._outputs = list(self.compiled.outputs)  # labels[, scores], in that order
+        check_output_names([output.get_any_name() for output in self._outputs], onnx_path)
         self.request = self.compiled.create_infer_request()
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -156,9 +156,9 @@ class OpenVinoBackend(Backend):
         labels, scores = [], []
         for image in images:
             results = self.request.infer({0: image[None]})
-            labels.append(results[self.compiled.output(LABELS_NAME)])
+            labels.append(results[self._outputs[0]])
             if len(self._outputs) == 2:
-                scores.append(results[self.compiled.output(SCORES_NAME)])
+                scores.append(results[self._outputs[1]])
         if not scores:
             return np.concatenate(labels), no_scores(images.shape[0], images.shape[1:3])
         return np.concatenate(labels), np.concatenate(scores)

@@ -20,13 +20,13 @@ MASK_TOPIC = "anomaly_mask"
 CAMERA_INFO_TOPIC = "camera_info"
 LABEL_SET_TOPIC = "label_set"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
+#: Fast DDS profile for camera-sized messages (frames above ~512 KB).
+FASTDDS_PROFILE_FILE = "config/fastdds_large_data.xml"
 #: Every path the code reads from the package's share directory (:func:`package_path`'s
 #: arguments, the launch file's lookups). setup.py installs them; test/test_colcon_install.py
 #: checks that the code asks for no other and that a colcon install holds each.
-SHARE_FILES = ("config/detector.yaml", "config/fastdds_large_data.xml", "models/default.pt",
-               "demo", "launch/detector.launch.py")
-#: Fast DDS profile for camera-sized messages (frames above ~512 KB).
-FASTDDS_PROFILE_FILE = "config/fastdds_large_data.xml"
+SHARE_FILES = ("config/detector.yaml", FASTDDS_PROFILE_FILE, "models/default.pt", "demo",
+               "launch/detector.launch.py")
 
 
 def output_topic(name: str) -> str:

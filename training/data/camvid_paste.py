@@ -46,7 +46,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -213,8 +213,19 @@ def is_usable_segment(mask: np.ndarray, ids: np.ndarray, thing_ids: Sequence[int
     return np.isin(ids[ring], thing_ids).mean() <= MAX_THING_CONTACT
 
 
-def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
-    """All usable objects of a COCO split, in a fixed order (file name, segment id)."""
+#: ``usable(mask, ids, other_thing_ids)``: whether a segment's mask is cut out.
+SegmentFilter = Callable[[np.ndarray, np.ndarray, List[int]], bool]
+
+
+def load_objects(coco_root: Path, coco_split: str,
+                 category_names: Optional[Collection[str]] = tuple(OBJECT_HEIGHTS_M),
+                 usable: SegmentFilter = is_usable_segment) -> List[CocoObject]:
+    """All usable objects of a COCO split, in a fixed order (file name, segment id).
+
+    Non-crowd "thing" segments outside :data:`EXCLUDED_SUPERCATEGORIES`, of
+    ``category_names`` (None: any category), whose mask ``usable`` accepts (default: whole,
+    unoccluded objects, :func:`is_usable_segment`).
+    """
     panoptic = json.loads((coco_root / "panoptic" / f"panoptic_{coco_split}.json").read_text())
     categories = {c["id"]: c for c in panoptic["categories"]}
     images = {image["id"]: image for image in panoptic["images"]}
@@ -224,7 +235,8 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
         wanted = [s for s in annotation["segments_info"]
                   if not s["iscrowd"] and categories[s["category_id"]]["isthing"]
                   and categories[s["category_id"]]["supercategory"] not in EXCLUDED_SUPERCATEGORIES
-                  and categories[s["category_id"]]["name"] in OBJECT_HEIGHTS_M]
+                  and (category_names is None
+                       or categories[s["category_id"]]["name"] in category_names)]
         if not wanted:
             continue
         ids = segment_ids(read_rgb(coco_root / "panoptic" / coco_split / annotation["file_name"]))
@@ -235,7 +247,7 @@ def load_objects(coco_root: Path, coco_split: str) -> List[CocoObject]:
         for segment in sorted(wanted, key=lambda s: s["id"]):
             mask = ids == segment["id"]
             others = [i for i in thing_ids if i != segment["id"]]
-            if not mask.any() or not is_usable_segment(mask, ids, others):
+            if not mask.any() or not usable(mask, ids, others):
                 continue
             if rgb is None:
                 rgb = read_rgb(coco_root / "images" / coco_split / image_info["file_name"])
