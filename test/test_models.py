@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dense_ood_ros.models import MODELS, build_model
-from dense_ood_ros.models.encoders.efficientnet_lite import (EfficientNetLite0,
+from dense_ood_ros.models.encoders.efficientnet_lite import (VARIANTS, EfficientNetLite,
                                                              load_imagenet_weights)
 from dense_ood_ros.preprocessing import Normalize
 
@@ -50,6 +50,10 @@ class TestEfficientNetLite0SwiftNetSeparable(ModelContract):
     name = "efficientnet_lite0_swiftnet_separable"
 
 
+class TestEfficientNetLite2SwiftNet(ModelContract):
+    name = "efficientnet_lite2_swiftnet"
+
+
 def _conv_flops(model: torch.nn.Module, size=(360, 480)) -> int:
     """Multiply-adds of every convolution at ``size``, counted with forward hooks."""
     total = []
@@ -87,15 +91,17 @@ def test_unknown_model_is_named():
         build_model("resnet1000", 11)
 
 
-def test_imagenet_weights_classify_a_real_cat():
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_imagenet_weights_classify_a_real_cat(variant):
     """Load the shipped ImageNet weights for real.
 
     Chelsea (scikit-image) lands in an ImageNet cat class.
     """
     skimage_data = pytest.importorskip("skimage.data")
+    pytest.importorskip(VARIANTS[variant].package)
     import cv2
 
-    encoder = EfficientNetLite0()
+    encoder = EfficientNetLite(variant)
     load_imagenet_weights(encoder)
     encoder.eval()
     image = cv2.resize(skimage_data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)

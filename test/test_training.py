@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dense_ood_ros.checkpoint import load_model
+from dense_ood_ros.models import build_model
 from dense_ood_ros.scores import jsd_to_uniform, max_jsd_to_uniform
 from training.common import CsvLog
 from training.config import load_config, parse_overrides
@@ -341,3 +342,28 @@ def test_two_process_distributed_training_with_gloo(tmp_path):
     assert proc.returncode == 0, out
     assert (tmp_path / "nflowjs" / "model.pt").is_file()
     load_model(tmp_path / "nflowjs" / "model.pt")
+
+
+@needs_camvid
+def test_frozen_encoder_bn_and_weight_ema(tmp_path):
+    """``frozen_encoder_bn`` keeps the encoder's statistics as loaded; ``ema_decay`` saves the
+    average, which differs from the last weights of the same run without it."""
+    runs = {}
+    for name, overrides in (("plain", []), ("frozen", ["ce.frozen_encoder_bn=true"]),
+                            ("ema", ["ce.ema_decay=0.5"])):
+        proc = _train(tmp_path / name, "stages=[ce]", "ce.epochs=2", *overrides)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        runs[name] = load_model(tmp_path / name / "ce" / "model.pt")[0].state_dict()
+    initial = build_model("efficientnet_lite0_swiftnet", 12, pretrained=False).state_dict()
+    encoder_stats = [k for k in initial if k.startswith("encoder.") and "running_" in k]
+    decoder_stats = [k for k in initial if k.startswith("decoder.") and "running_" in k]
+    assert encoder_stats and decoder_stats
+    assert all(torch.equal(runs["frozen"][k], initial[k]) for k in encoder_stats)
+    assert not all(torch.equal(runs["frozen"][k], initial[k]) for k in decoder_stats)
+    assert not all(torch.equal(runs["plain"][k], initial[k]) for k in encoder_stats)
+    assert not all(torch.equal(runs["ema"][k], runs["plain"][k]) for k in runs["plain"])
+    state = torch.load(tmp_path / "ema" / "ce" / "last.pt", weights_only=True)
+    assert int(state["modules"]["ema"]["n_averaged"]) == 4  # 2 epochs of 2 steps
+    with pytest.raises(ValueError, match="nflowjs.ema_decay"):
+        load_config(CONFIG, parse_overrides(["nflowjs.ema_decay=1.0"]))

