@@ -39,6 +39,9 @@ ONNX_FORMAT = "dense_ood_ros/onnx/v1"
 #: Opset 17 is read by ONNX Runtime >= 1.11 and the TensorRT 8.6/10 ONNX parser.
 DEFAULT_OPSET = 17
 INPUT_NAME, LABELS_NAME, SCORES_NAME = "images", "labels", "scores"
+#: Metadata key of the precision a graph variant computes in (``fp16``: :mod:`onnx_fp16`,
+#: ``int8``: :mod:`quantization`); the FP32 export has none.
+PRECISION_KEY = "precision"
 
 
 class ModelFileError(RuntimeError):

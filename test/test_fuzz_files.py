@@ -560,13 +560,14 @@ ENGINE_ENV = dict(gpu="NVIDIA H200", capability="9.0", version="10.3.0")
 @pytest.fixture(scope="module")
 def fake_tensorrt():
     """Fake TensorRT's two seams for the whole module: the environment key and the builder."""
-    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0):
+    def current_key(onnx_sha256, precision, input_size, calibration_id=None, device_index=0,
+                    build="typed"):
         return tensorrt_backend.engine_key(onnx_sha256, precision, (1, *input_size, 3),
                                            ENGINE_ENV["gpu"], ENGINE_ENV["capability"],
-                                           ENGINE_ENV["version"], calibration_id)
+                                           ENGINE_ENV["version"], calibration_id, build)
 
     def build(onnx_path, precision, input_size, calibrator=None, workspace_gb=4.0, status=None,
-              device_index=0):
+              device_index=0, build="typed"):
         return f"{precision} engine".encode()
 
     with pytest.MonkeyPatch.context() as patch:
@@ -599,7 +600,8 @@ def test_engine_records_are_used_rebuilt_or_refused_naming_the_file(work_dir, fa
     folder = _new_dir(work_dir)
     onnx_path = folder / "model.onnx"
     tiny_onnx(onnx_path, VALID_ONNX_METADATA)
-    engine = tensorrt_backend.ensure_engine(onnx_path, folder / "model.engine", "fp16")
+    engine = tensorrt_backend.ensure_engine(onnx_path, folder / "model.engine", "fp16",
+                                            build="flags")
     record = cache.read_record(engine)
     for field, delete, value in mutations:
         node, name = ((record.get("key"), field[4:]) if field.startswith("key.")

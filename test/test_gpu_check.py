@@ -5,6 +5,7 @@ packages a GPU machine's Python may lack (onnx, tensorrt, pytest, tqdm, yaml; th
 also without onnxruntime).
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -83,9 +84,43 @@ def test_parity_script_skips_every_gpu_backend_here_with_its_reason(model_path, 
     rows = json.loads(out.with_name("parity.json").read_text())["results"]
     reasons = {row["backend"]: row["skipped"] for row in rows}
     assert reasons["torch:cuda:fp16"] == "torch sees no CUDA GPU"
-    for spec in ("onnxruntime:cuda", "tensorrt:fp32", "tensorrt:fp16"):
+    for spec in ("onnxruntime:cuda", "tensorrt:fp32", "tensorrt:fp16", "tensorrt:int8",
+                 "onnxruntime:cpu:fp16"):
         assert "onnx package is not installed" in reasons[spec]
     assert "skipped: torch sees no CUDA GPU" in out.with_name("parity.md").read_text()
+
+
+def test_parity_runs_the_fp16_graph_on_the_cpu_and_says_tensorrt_is_missing(model_path,
+                                                                            tmp_path):
+    """Where TensorRT is not installed (this machine; the lent GPU machine) its rows say so
+    plainly, the FP16 graph is still checked, and the summary puts it all in one table."""
+    pytest.importorskip("onnx")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = _run_without_packages(
+        ("tensorrt",), "scripts/gpu_parity.py", "--model", str(model_path),
+        "--frames", str(REPO / "demo"), "--num-frames", "2",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(out / "parity"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["backend"]: row for row in
+            json.loads((out / "parity.json").read_text())["results"]}
+    for spec in ("tensorrt:fp32", "tensorrt:fp16", "tensorrt:int8"):
+        assert rows[spec]["skipped"] == "the tensorrt Python package is not installed"
+    fp16 = rows["onnxruntime:cpu:fp16"]
+    assert fp16["within_bound"] and fp16["label_agreement"] >= 0.99, fp16
+    assert "fp16" in fp16["describe"] and fp16["setup_s"] > 0
+    summary = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_summary.py"),
+                              str(out)], capture_output=True, text=True, cwd=REPO)
+    assert summary.returncode == 0, summary.stderr
+    table = (out / "summary.md").read_text()
+    assert table == summary.stdout.rstrip("\n") + "\n"
+    line = next(row for row in table.splitlines() if row.startswith("| tensorrt:int8 |"))
+    assert line.endswith("| skipped: the tensorrt Python package is not installed |")
+    fp16_line = next(row for row in table.splitlines()
+                     if row.startswith("| onnxruntime:cpu:fp16 |"))
+    assert f"{fp16['label_agreement']:.2%}" in fp16_line
 
 
 @pytest.mark.parametrize("bad", ["--frames", "--model"])

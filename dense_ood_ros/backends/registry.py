@@ -80,8 +80,9 @@ def make_backend(name: str, model_path: Union[str, Path], score_names: Sequence[
 
     ``options`` are the backend's own (see each class's ``options``; None = its default):
     torch ``device``, ``threads``, ``precision`` (fp32; fp16 on CUDA); onnxruntime ``device``,
-    ``threads``, ``precision`` (fp32, int8), ``calibration``, ``spinning``, ``optimization``;
-    tensorrt ``precision``, ``calibration``. ``auto`` hands each candidate the options it
+    ``threads``, ``precision`` (fp32, fp16, int8), ``calibration``, ``spinning``,
+    ``optimization``; tensorrt ``precision``, ``calibration``, ``build``; openvino
+    ``precision``, ``threads``, ``hint``. ``auto`` hands each candidate the options it
     declares and accepts.
     ``labels_only``: segmentation without scores (benchmarking what the scores cost).
     ``cache_dir``: ONNX exports and engines (default ``$DENSE_OOD_CACHE`` or

@@ -1,17 +1,25 @@
-"""TensorRT backend (native Python API, TensorRT 10): engine build from ONNX, cache, inference.
+"""TensorRT backend (native Python API, TensorRT 10 and 11): engine build, cache, inference.
 
-Build: ``trt.Builder`` -> network (explicit batch, the TensorRT 10 default) -> ``trt.OnnxParser``
--> builder config (workspace limit, FP16 / INT8 flags, progress monitor, one optimization
-profile for batch 1 at the input size; INT8: calibrator and a calibration profile at its
-batch size) -> ``build_serialized_network``.
+Build (:data:`BUILDS`), by default ``typed``, on TensorRT 10 and 11 alike: reduced precision
+comes from the graph itself, the FP16 graph (:mod:`dense_ood_ros.onnx_fp16`) or the Q/DQ
+graph of the ``tensorrt`` INT8 recipe (:mod:`dense_ood_ros.quantization`, calibrated on real
+frames), parsed into a strongly typed network (TensorRT 11 has no other kind; TensorRT 10 is
+asked for one with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``). ``flags``, TensorRT 10
+only: the FP32 graph with the FP16 / INT8 builder flags and an INT8 calibrator, as before
+TensorRT 11 removed them. ``trt.Builder`` -> network -> ``trt.OnnxParser`` -> builder config
+(workspace limit, TF32 off wherever a layer is meant to be FP32, progress monitor, one
+optimization profile for batch 1 at the input size; ``flags`` INT8: calibrator and a
+calibration profile at its batch size) -> ``build_serialized_network``.
 Run: ``trt.Runtime.deserialize_cuda_engine`` -> execution context with named tensors
 (``set_input_shape``, ``set_tensor_address``) -> ``execute_async_v3`` on a CUDA stream.
 Device buffers, pinned host buffers and the stream are torch CUDA objects, so neither
 pycuda nor cuda-python is needed.
 
 Engines are cached with a JSON record (see :mod:`dense_ood_ros.cache`)
-holding the GPU name and compute capability, TensorRT version, precision, input shape,
-ONNX checksum and, for INT8, the calibration data id; any mismatch rebuilds the engine.
+holding the GPU name and compute capability, TensorRT version, precision, build and graph
+variant (``fp32``, ``fp16``, ``int8-qdq``), input shape, the FP32 ONNX checksum and, for INT8,
+the calibration data id; any mismatch rebuilds the engine. The record names the graph file
+the engine was built from (``graph_onnx``).
 The record also carries class names, score names and the source ONNX path, so an engine
 file is self-describing. A cached engine that is truncated or corrupt (checksum), or whose
 record is missing, unreadable or lacks a field, is rebuilt with the reason reported; an
@@ -34,17 +42,30 @@ from dense_ood_ros.backends.calibration import (CalibrationBatches, CalibrationS
 from dense_ood_ros.cache import StatusCallback
 from dense_ood_ros.io import file_sha256
 from dense_ood_ros.label_set import LabelSet, LabelSetError, legacy_label_set
+from dense_ood_ros.onnx_fp16 import cached_fp16_onnx
 from dense_ood_ros.onnx_graph import (INPUT_NAME, LABELS_NAME, SCORES_NAME, ModelFileError,
                                       onnx_for_model, read_onnx_info)
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+#: How reduced precision reaches an engine: ``typed`` (from the graph's own types) or
+#: ``flags`` (builder flags, TensorRT 10 only); see the module docstring.
+BUILDS = ("typed", "flags")
+#: Records written before builds had names were built with flags.
+LEGACY_BUILD = "flags"
+
+
+def graph_variant(precision: str, build: str) -> str:
+    """Name the graph an engine is built from: ``fp32``, ``fp16`` or ``int8-qdq``."""
+    if build == "flags" or precision == "fp32":
+        return "fp32"
+    return "fp16" if precision == "fp16" else "int8-qdq"
 
 
 def engine_key(onnx_sha256: str, precision: str, input_shape, gpu_name: str,
                compute_capability: str, tensorrt_version: str,
-               calibration_id: Optional[str] = None) -> Dict[str, Any]:
+               calibration_id: Optional[str] = None, build: str = "typed") -> Dict[str, Any]:
     """Everything a serialized TensorRT engine is specific to.
 
     ``input_shape`` is the engine's input (N, H, W, 3); ``calibration_id`` identifies the
@@ -52,7 +73,10 @@ def engine_key(onnx_sha256: str, precision: str, input_shape, gpu_name: str,
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    key = {"onnx_sha256": onnx_sha256, "precision": precision,
+    if build not in BUILDS:
+        raise ValueError(f"unknown TensorRT build {build!r}; choose one of {list(BUILDS)}")
+    key = {"onnx_sha256": onnx_sha256, "precision": precision, "build": build,
+           "graph": graph_variant(precision, build),
            "input_shape": [int(v) for v in input_shape], "gpu": gpu_name,
            "compute_capability": compute_capability, "tensorrt": tensorrt_version}
     if calibration_id is not None:
@@ -61,13 +85,15 @@ def engine_key(onnx_sha256: str, precision: str, input_shape, gpu_name: str,
 
 
 def cached_engine_path(cache_dir: Union[str, Path], onnx_path: Union[str, Path], onnx_sha256: str,
-                       precision: str, input_size) -> Path:
-    """Where the cache keeps the engine of an ONNX file at one precision and input size.
+                       precision: str, input_size, build: str = "typed") -> Path:
+    """Where the cache keeps the engine of an ONNX file at one precision, build and input size.
 
     GPU and TensorRT version are not in the name: a mismatch there rebuilds the file in place.
     """
     height, width = input_size
-    name = f"{Path(onnx_path).stem}-{onnx_sha256[:12]}-{height}x{width}.{precision}.engine"
+    variant = "" if build == "typed" else f".{build}"
+    name = (f"{Path(onnx_path).stem}-{onnx_sha256[:12]}-{height}x{width}.{precision}{variant}"
+            ".engine")
     return Path(cache_dir) / "engines" / name
 
 
@@ -88,8 +114,8 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError as exc:
-        raise ImportError("the tensorrt backend needs the 'tensorrt' Python package (TensorRT 10) "
-                          f"and an NVIDIA GPU: {exc}") from exc
+        raise ImportError("the tensorrt backend needs the 'tensorrt' Python package (TensorRT 10 "
+                          f"or 11) and an NVIDIA GPU: {exc}") from exc
     return tensorrt
 
 
@@ -104,13 +130,13 @@ def gpu_identity(device_index: int = 0) -> Tuple[str, str]:
 
 
 def current_engine_key(onnx_sha256: str, precision: str, input_size: Tuple[int, int],
-                       calibration_id: Optional[str] = None,
-                       device_index: int = 0) -> Dict[str, Any]:
+                       calibration_id: Optional[str] = None, device_index: int = 0,
+                       build: str = "typed") -> Dict[str, Any]:
     """Return the cache key of an engine built here and now (this GPU, this TensorRT)."""
     trt = import_tensorrt()
     name, capability = gpu_identity(device_index)
     return engine_key(onnx_sha256, precision, (1, *input_size, 3), name, capability,
-                      trt.__version__, calibration_id)
+                      trt.__version__, calibration_id, build)
 
 
 def _progress_monitor(trt, status: StatusCallback):
@@ -147,27 +173,55 @@ def _progress_monitor(trt, status: StatusCallback):
 
 def build_engine(onnx_path: Union[str, Path], precision: str, input_size: Tuple[int, int],
                  calibrator=None, workspace_gb: float = 4.0,
-                 status: Optional[StatusCallback] = None, device_index: int = 0) -> bytes:
-    """Build a serialized engine for batch 1 at ``input_size`` from an ONNX file."""
+                 status: Optional[StatusCallback] = None, device_index: int = 0,
+                 build: str = "typed") -> bytes:
+    """Build a serialized engine for batch 1 at ``input_size`` from an ONNX file.
+
+    ``onnx_path`` is the graph of :func:`graph_variant` for the precision and build.
+    """
     import torch
 
     with torch.cuda.device(device_index):
         return _build_engine(import_tensorrt(), onnx_path, precision, input_size, calibrator,
-                             workspace_gb, status)
+                             workspace_gb, status, build)
+
+
+def tensorrt_major(trt) -> int:
+    """Return the major version of a ``tensorrt`` module."""
+    return int(str(trt.__version__).split(".")[0])
+
+
+def check_build(trt, precision: str, build: str) -> None:
+    """Refuse a build this TensorRT cannot do, saying which one can."""
+    if build not in BUILDS:
+        raise ValueError(f"unknown TensorRT build {build!r}; choose one of {list(BUILDS)}")
+    if build == "flags" and precision != "fp32" and not hasattr(trt.BuilderFlag, "FP16"):
+        raise RuntimeError(f"TensorRT {trt.__version__} has no FP16/INT8 builder flags (weak "
+                           f"typing was removed in TensorRT 11): build {precision} engines "
+                           "from the typed graphs (build 'typed', the default)")
+
+
+def _network_flags(trt, build: str) -> int:
+    """Creation flags of the network: strongly typed for ``typed`` builds.
+
+    TensorRT 11 networks are always strongly typed (the flag is accepted and ignored there);
+    TensorRT 10 needs it asked for.
+    """
+    if build == "typed" and hasattr(trt, "NetworkDefinitionCreationFlag") and \
+            hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
 
 
 def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_gb,
-                  status) -> bytes:
+                  status, build: str = "typed") -> bytes:
     """:func:`build_engine` on the current CUDA device."""
-    if precision in ("fp16", "int8") and not hasattr(trt.BuilderFlag, "FP16"):
-        raise RuntimeError(f"TensorRT {trt.__version__} has no BuilderFlag.FP16/INT8 "
-                           "(removed in TensorRT 11); fp16/int8 engines need "
-                           "TensorRT 10, or use precision fp32")
-    if precision == "int8" and calibrator is None:
-        raise ValueError("an INT8 engine needs a calibrator")
+    check_build(trt, precision, build)
+    if precision == "int8" and build == "flags" and calibrator is None:
+        raise ValueError("an INT8 engine built with flags needs a calibrator")
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(_network_flags(trt, build))
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -178,13 +232,14 @@ def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_g
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, shape, shape, shape)
     config.add_optimization_profile(profile)
-    if precision == "fp32":
-        # TF32 is on by default and would run FLOAT layers with 10-bit mantissas (Ampere+)
+    if (precision == "fp32" or build == "typed") and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default and would run FLOAT layers with 10-bit mantissas (Ampere+):
+        # an FP32 engine, and the scores' FP32 arithmetic of a typed one, stay FP32
         config.clear_flag(trt.BuilderFlag.TF32)
-    if precision in ("fp16", "int8"):
+    if build == "flags" and precision in ("fp16", "int8"):
         # INT8 engines run layers without INT8 kernels in FP16
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    if build == "flags" and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
         calibration_shape = (calibrator.get_batch_size(), *input_size, 3)
@@ -196,7 +251,7 @@ def _build_engine(trt, onnx_path, precision, input_size, calibrator, workspace_g
     config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build a {precision} "
+        raise RuntimeError(f"TensorRT {trt.__version__} failed to build a {precision} ({build}) "
                            f"engine from {onnx_path} (see its log above)")
     return bytes(serialized)
 
@@ -206,30 +261,45 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
                   calibration: Optional[CalibrationSettings] = None,
                   cache_dir: Union[str, Path, None] = None, workspace_gb: float = 4.0,
                   status: Optional[StatusCallback] = None,
-                  device_index: int = 0) -> Path:
+                  device_index: int = 0, build: str = "typed") -> Path:
     """Return a valid engine for this GPU and TensorRT: the cached one, or a fresh build.
 
-    ``engine_path`` defaults to a file in the cache directory named after the ONNX file,
-    input size and precision. INT8 needs ``calibration`` unless a valid engine (any
-    calibration) exists or the engine's record names calibration data that still exists.
+    ``onnx_path`` is the FP32 export; a ``typed`` build makes its FP16 or Q/DQ graph first
+    (cached too). ``engine_path`` defaults to a file in the cache directory named after the
+    ONNX file, input size, precision and build. INT8 needs ``calibration`` unless a valid
+    engine (any calibration) exists, or the engine's record names calibration data that still
+    exists, or (``typed``) the default calibration frames are there
+    (:func:`dense_ood_ros.quantization.default_calibration`).
     """
+    from dense_ood_ros.quantization import default_calibration, onnx_metadata
+
+    if build not in BUILDS:
+        raise ValueError(f"unknown TensorRT build {build!r}; choose one of {list(BUILDS)}")
     info = read_onnx_info(onnx_path)
     input_size = info.run_size(input_size)
     onnx_sha = file_sha256(onnx_path)
     if engine_path is None:
         engine_path = cached_engine_path(cache_dir or cache.default_cache_dir(), onnx_path,
-                                         onnx_sha, precision, input_size)
+                                         onnx_sha, precision, input_size, build)
     engine_path = Path(engine_path)
     batches = calibration_id = None
     if precision == "int8":
         if calibration is None:
-            key = current_engine_key(onnx_sha, precision, input_size, None, device_index)
+            key = current_engine_key(onnx_sha, precision, input_size, None, device_index,
+                                     build=build)
             if cache.stale_reason(engine_path, key) is None:
                 return engine_path
-            calibration = _recorded_calibration(engine_path)
-        batches = CalibrationBatches.from_settings(calibration, input_size)
-        calibration_id = batches.data_id(calibration.method)
-    key = current_engine_key(onnx_sha, precision, input_size, calibration_id, device_index)
+            calibration = _recorded_calibration(
+                engine_path, default_calibration() if build == "typed" else None)
+        if build == "flags":
+            batches = CalibrationBatches.from_settings(calibration, input_size)
+            calibration_id = batches.data_id(calibration.method)
+    graph_path = _engine_graph(onnx_path, precision, build, calibration, input_size, cache_dir,
+                               status)
+    if precision == "int8" and build == "typed":
+        calibration_id = onnx_metadata(graph_path)["calibration_id"]
+    key = current_engine_key(onnx_sha, precision, input_size, calibration_id, device_index,
+                             build=build)
 
     def write(tmp: Path) -> None:
         calibrator = None
@@ -239,14 +309,15 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
                                                                 calibration_id),
                                          status, device_index)
         started = time.monotonic()
-        tmp.write_bytes(build_engine(onnx_path, precision, input_size, calibrator, workspace_gb,
-                                     status, device_index))
+        tmp.write_bytes(build_engine(graph_path, precision, input_size, calibrator, workspace_gb,
+                                     status, device_index, build=build))
         elapsed = time.monotonic() - started
-        (status or logger.info)(f"built TensorRT {precision} engine "
+        (status or logger.info)(f"built TensorRT {precision} engine ({build} build, "
+                                f"{graph_variant(precision, build)} graph) "
                                 f"{engine_path.name} in {elapsed:.0f} s")
 
-    extra = {"onnx": str(Path(onnx_path).resolve()), "class_names": list(info.class_names),
-             "label_set": info.label_set.to_dict(),
+    extra = {"onnx": str(Path(onnx_path).resolve()), "graph_onnx": str(graph_path.resolve()),
+             "class_names": list(info.class_names), "label_set": info.label_set.to_dict(),
              "score_names": list(info.score_names),
              "calibration": None if calibration is None else {
                  "image_dir": str(Path(calibration.image_dir).resolve()),
@@ -255,8 +326,25 @@ def ensure_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path, Non
     return cache.ensure(engine_path, key, write, f"TensorRT {precision} engine", status, extra)
 
 
-def _recorded_calibration(engine_path: Path) -> CalibrationSettings:
-    """Return the calibration settings that an earlier INT8 build recorded.
+def _engine_graph(onnx_path: Union[str, Path], precision: str, build: str,
+                  calibration: Optional[CalibrationSettings], input_size: Tuple[int, int],
+                  cache_dir: Union[str, Path, None],
+                  status: Optional[StatusCallback]) -> Path:
+    """Return the graph file of :func:`graph_variant` (the FP16 and Q/DQ ones are cached)."""
+    from dense_ood_ros.quantization import cached_int8_onnx
+
+    variant = graph_variant(precision, build)
+    if variant == "fp16":
+        return cached_fp16_onnx(onnx_path, cache_dir, status)
+    if variant == "int8-qdq":
+        return cached_int8_onnx(onnx_path, calibration, input_size, cache_dir, status,
+                                recipe="tensorrt")
+    return Path(onnx_path)
+
+
+def _recorded_calibration(engine_path: Path,
+                          default: Optional[CalibrationSettings] = None) -> CalibrationSettings:
+    """Return the calibration settings that an earlier INT8 build recorded, else ``default``.
 
     With them the engine is rebuilt without asking for them again.
     """
@@ -268,6 +356,8 @@ def _recorded_calibration(engine_path: Path) -> CalibrationSettings:
     except (ValueError, TypeError, KeyError, AttributeError):  # no record, or a mangled one
         pass
     if settings is None or not settings.image_dir.is_dir():
+        settings = default
+    if settings is None:
         raise ValueError(f"no valid INT8 engine at {engine_path} and no calibration "
                          "data to build one: prebuild it with dense-ood-export "
                          "--engine ... --precision int8 --calib-dir DIR")
@@ -284,6 +374,7 @@ def _record_problems(record: Dict[str, Any]) -> List[str]:
     shape = key.get("input_shape")
     checks = {
         "key.precision": key.get("precision") in PRECISIONS,
+        "key.build": key.get("build", LEGACY_BUILD) in BUILDS,
         "key.input_shape": (isinstance(shape, list) and len(shape) == 4
                             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                     for v in shape)),
@@ -342,8 +433,9 @@ def check_engine_file(engine_path: Union[str, Path], status: Optional[StatusCall
     record = read_engine_record(engine_path)
     key = record["key"]
     input_size = tuple(key["input_shape"][1:3])
+    build = key.get("build", LEGACY_BUILD)
     needed = current_engine_key(key["onnx_sha256"], key["precision"], input_size,
-                                key.get("calibration_id"), device_index)
+                                key.get("calibration_id"), device_index, build=build)
     reason = cache.stale_reason(engine_path, needed)
     if reason is None:
         return engine_path
@@ -358,7 +450,7 @@ def check_engine_file(engine_path: Union[str, Path], status: Optional[StatusCall
     if record.get("calibration"):
         calibration = _recorded_calibration(engine_path)
     return ensure_engine(onnx_path, engine_path, key["precision"], input_size, calibration,
-                         status=status, device_index=device_index)
+                         status=status, device_index=device_index, build=build)
 
 
 class TensorRTBackend(Backend):
@@ -367,8 +459,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     suffixes = (".pt", ".onnx", ".engine")
     #: ``precision``: of an engine built here (default fp16; an ``.engine`` file has its own);
-    #: ``calibration``: :class:`~dense_ood_ros.backends.calibration.CalibrationSettings` for INT8.
-    options = {"precision": PRECISIONS, "calibration": None}
+    #: ``calibration``: :class:`~dense_ood_ros.backends.calibration.CalibrationSettings` for INT8;
+    #: ``build``: ``typed`` (default) or ``flags`` (TensorRT 10 only), see :data:`BUILDS`.
+    options = {"precision": PRECISIONS, "calibration": None, "build": BUILDS}
 
     @classmethod
     def unavailable_reason(cls, **options) -> Optional[str]:
@@ -384,16 +477,17 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_model(cls, model_path: Path, request: BuildRequest, precision: Optional[str] = None,
-                   calibration: Optional[CalibrationSettings] = None) -> "TensorRTBackend":
+                   calibration: Optional[CalibrationSettings] = None,
+                   build: Optional[str] = None) -> "TensorRTBackend":
         import_tensorrt()  # fail fast, before any export
         if model_path.suffix == ".engine":
             backend = cls(check_engine_file(model_path, request.status))
-            backend.check_request(request.score_names, request.input_size, precision)
+            backend.check_request(request.score_names, request.input_size, precision, build)
             return backend
         onnx_path = onnx_for_model(model_path, request.score_names, request.input_size,
                                    request.cache_dir, request.status)
         return open_engine(onnx_path, precision or "fp16", request.input_size, calibration,
-                           request.cache_dir, status=request.status)
+                           request.cache_dir, status=request.status, build=build or "typed")
 
     def __init__(self, engine_path: Union[str, Path], device_index: int = 0):
         import torch
@@ -403,6 +497,8 @@ class TensorRTBackend(Backend):
         record = read_engine_record(self.engine_path)
         key = record["key"]
         self.precision = key["precision"]
+        self.build = key.get("build", LEGACY_BUILD)
+        self.graph = graph_variant(self.precision, self.build)
         self.input_size = tuple(key["input_shape"][1:3])
         self.label_set = engine_label_set(record, self.engine_path)
         self.class_names = self.label_set.class_names
@@ -462,8 +558,8 @@ class TensorRTBackend(Backend):
             return labels, no_scores(len(images), self.input_size)
         return labels, np.concatenate(scores)
 
-    def check_request(self, score_names, input_size, precision) -> None:
-        """Refuse a request that differs from the engine's scores, input size or precision."""
+    def check_request(self, score_names, input_size, precision, build=None) -> None:
+        """Refuse a request that differs from the engine's scores, size, precision or build."""
         problems = []
         if tuple(score_names) != tuple(self.score_names):
             problems.append(f"scores {list(self.score_names)} (asked {list(score_names)})")
@@ -471,14 +567,17 @@ class TensorRTBackend(Backend):
             problems.append(f"input size {self.input_size} (asked {tuple(input_size)})")
         if precision is not None and precision != self.precision:
             problems.append(f"precision {self.precision} (asked {precision})")
+        if build is not None and build != self.build:
+            problems.append(f"build {self.build} (asked {build})")
         if problems:
             raise ValueError(f"engine {self.engine_path} was built for " + ", ".join(problems))
 
     def describe(self) -> str:
         import torch
 
-        return (f"tensorrt {self._trt_version} ({self.precision}, "
-                f"{torch.cuda.get_device_name(self.device)}, {self.engine_path.name})")
+        return (f"tensorrt {self._trt_version} ({self.precision}, {self.build} build, "
+                f"{self.graph} graph, {torch.cuda.get_device_name(self.device)}, "
+                f"{self.engine_path.name})")
 
 
 def _torch_dtype(trt, dtype):
@@ -499,13 +598,13 @@ def open_engine(onnx_path: Union[str, Path], precision: str = "fp16",
                 calibration: Optional[CalibrationSettings] = None,
                 cache_dir: Union[str, Path, None] = None, workspace_gb: float = 4.0,
                 status: Optional[StatusCallback] = None,
-                device_index: int = 0) -> TensorRTBackend:
+                device_index: int = 0, build: str = "typed") -> TensorRTBackend:
     """Open a backend for an ONNX file via the engine cache.
 
     An engine that TensorRT cannot load is rebuilt once.
     """
     engine = ensure_engine(onnx_path, None, precision, input_size, calibration, cache_dir,
-                           workspace_gb, status, device_index)
+                           workspace_gb, status, device_index, build)
     try:
         return TensorRTBackend(engine, device_index)
     except ModelFileError as exc:
@@ -514,5 +613,5 @@ def open_engine(onnx_path: Union[str, Path], precision: str = "fp16",
             calibration = _recorded_calibration(engine)
         cache.record_path(engine).unlink(missing_ok=True)
         engine = ensure_engine(onnx_path, engine, precision, input_size, calibration, cache_dir,
-                               workspace_gb, status, device_index)
+                               workspace_gb, status, device_index, build)
         return TensorRTBackend(engine, device_index)
