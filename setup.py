@@ -37,8 +37,8 @@ setup(
             "dense-ood-export = dense_ood_ros.export:main",
             "dense-ood-benchmark = dense_ood_ros.benchmark:main",
             "dense-ood-stream-benchmark = dense_ood_ros.ros.stream_benchmark:main",
-            "dense-ood-make-bag = dense_ood_ros.bags:main",
-            "dense-ood-replay = dense_ood_ros.ros.replay_main:main",
+            "dense-ood-make-bag = dense_ood_ros.replay.make_bag:main",
+            "dense-ood-replay = dense_ood_ros.ros.replay.command:main",
         ],
     },
 )

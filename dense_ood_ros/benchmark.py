@@ -40,7 +40,7 @@ from dense_ood_ros.cli import (add_cache_dir, add_model, add_scores, add_threads
                                parse_size)
 from dense_ood_ros.detector import Detector
 from dense_ood_ros.host import available_cpu_count, speed_flags
-from dense_ood_ros.io import list_images, read_rgb, write_report
+from dense_ood_ros.io import list_images, read_rgb, show_report
 from dense_ood_ros.preprocessing import resize_frame
 
 logger = logging.getLogger(__name__)
@@ -64,14 +64,15 @@ _SPEC_VALUES = {"spinning": {"0": False, "1": True, "false": False, "true": True
 #: The named spec value that picks another model file for a row (any backend).
 MODEL_KEY = "model"
 #: The spec of each GPU candidate of ``auto``.
-GPU_SPECS = {"onnxruntime-gpu": "onnxruntime:cuda", "torch-cuda": "torch:cuda:fp16",
-             "tensorrt": "tensorrt:fp16"}
+GPU_SPECS = {"onnxruntime-gpu": ("onnxruntime:cuda",), "torch-cuda": ("torch:cuda:fp16",),
+             "tensorrt": ("tensorrt:fp32", "tensorrt:fp16", "tensorrt:int8")}
 
 
 def gpu_backends() -> List[str]:
     """Every GPU backend spec that can run here: ONNX Runtime GPU, torch CUDA fp16, TensorRT."""
     available = {candidate for candidate, reason in availability() if reason is None}
-    return [spec for candidate, spec in GPU_SPECS.items() if candidate in available]
+    return [spec for candidate, specs in GPU_SPECS.items() if candidate in available
+            for spec in specs]
 
 
 def default_backends() -> List[str]:
@@ -559,10 +560,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "scores": list(args.scores), "threads": args.threads,
                            "node": args.node, "rounds": max(1, args.rounds)},
               "results": results, "ratios": ratios(results)}
-    table = markdown(report)
-    print(table)
-    if args.out:
-        write_report(args.out, report, table)
+    show_report(args.out, report, markdown(report))
     return 0
 
 

@@ -30,7 +30,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import matplotlib
@@ -38,20 +38,20 @@ import numpy as np
 from tqdm import tqdm
 
 from dense_ood_ros.label_set import LabelSet, description_label_set
-from dense_ood_ros.cli import (add_backend, add_input_size, add_model, add_out, add_scores,
-                               backend_options, command_parser, parse_ints)
+from dense_ood_ros.cli import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, add_backend,
+                               add_input_size, add_label_folders, add_label_values,
+                               add_metric_mode, add_model, add_no_progress, add_out, add_scores,
+                               backend_options, command_parser, label_folders, refuse)
 from dense_ood_ros.detector import Detector, DetectorOutput
-from dense_ood_ros.io import (atomic_write, check_writable_folder, list_images, read_label,
-                              read_rgb, write_rgb)
-from dense_ood_ros.metrics import METRIC_MODES, AnomalyMetrics, SemanticMetrics, anomaly_target
+from dense_ood_ros.io import (atomic_write, check_writable_folder, find_labels, list_images,
+                              read_label, read_rgb, write_rgb)
+from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics, anomaly_target
 from dense_ood_ros.visualization import heat_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-#: Exit codes: metrics complete / problems with some frames (partial results saved) / bad input
-#: (including an --out folder that cannot be written).
-EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+PROG = "dense-ood-evaluate"
 PANEL_TITLES = ("input", "anomaly score", "prediction", "ground truth")
 
 
@@ -85,28 +85,24 @@ class Evaluation:
     stopped: Optional[str] = None  # why the run ended before the last frame
 
 
+def make_evaluation(kinds: Iterable[str], score_names: Sequence[str],
+                    class_names: Sequence[str], semantic_ignore: int) -> Evaluation:
+    """Return the accumulators of the label kinds evaluated ("anomaly", "semantic")."""
+    return Evaluation(
+        anomaly=AnomalyMetrics(score_names) if "anomaly" in kinds else None,
+        semantic=SemanticMetrics(class_names, semantic_ignore) if "semantic" in kinds else None)
+
+
 def find_frames(images: Path, anomaly_labels: Optional[Path] = None,
                 semantic_labels: Optional[Path] = None) -> Tuple[List[FramePaths], List[str]]:
     """Pair every image in ``images`` with label files of the same stem.
 
-    Returns the frames with all their labels and one problem line per image lacking one.
+    Returns the frames with all their labels and one problem line per label missing.
     """
-    image_files = list_images(images)
-    for folder in (anomaly_labels, semantic_labels):
-        if folder is not None and not folder.is_dir():
-            raise FileNotFoundError(f"label folder not found: {folder}")
-    frames, problems = [], []
-    for image in image_files:
-        labels = {}
-        for kind, folder in (("anomaly", anomaly_labels), ("semantic", semantic_labels)):
-            if folder is None:
-                continue
-            labels[kind] = folder / f"{image.stem}.png"
-            if not labels[kind].is_file():
-                problems.append(f"{image.name}: {kind} label missing ({labels[kind]})")
-        if all(path.is_file() for path in labels.values()):
-            frames.append(FramePaths(image.stem, image, labels.get("anomaly"),
-                                     labels.get("semantic")))
+    paired, problems = find_labels(list_images(images),
+                                   label_folders(anomaly_labels, semantic_labels))
+    frames = [FramePaths(image.stem, image, labels.get("anomaly"), labels.get("semantic"))
+              for image, labels in paired]
     return frames, problems
 
 
@@ -276,11 +272,16 @@ def markdown_report(report: Dict) -> str:
              f"frames, {report['pixels']} pixels)",
              f"- backend: {report['backend']}, input size "
              f"{report['input_size'][0]}x{report['input_size'][1]}",
-             f"- complete: {'yes' if report['complete'] else 'NO'}"
-             + (f" (stopped: {report['stopped']})" if report.get("stopped") else "")
-             + (f" ({len(report['problems'])} problems, see metrics.json)"
-                if report["problems"] else "")]
+             complete_line(report)]
     return "\n".join(lines + metric_sections(report)) + "\n"
+
+
+def complete_line(report: Dict) -> str:
+    """Return the metrics.md line that says whether the run is complete, and if not why."""
+    return (f"- complete: {'yes' if report['complete'] else 'NO'}"
+            + (f" (stopped: {report['stopped']})" if report.get("stopped") else "")
+            + (f" ({len(report['problems'])} problems, see metrics.json)"
+               if report["problems"] else ""))
 
 
 def metric_sections(report: Dict) -> List[str]:
@@ -350,18 +351,19 @@ def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict,
     accumulators.
     """
     report = build_report(evaluation, mode, info) if report is None else report
+    markdown = markdown_report(report) if markdown is None else markdown
     for name in ("metrics.json", "metrics.md"):
         (out_dir / name).unlink(missing_ok=True)
     (out_dir / "accumulators").mkdir(parents=True, exist_ok=True)
     if evaluation.anomaly is not None:
+        plot_curves(evaluation.anomaly, mode, out_dir)
         with atomic_write(out_dir / "accumulators" / "anomaly.npz") as tmp:
             evaluation.anomaly.save(tmp)
-        plot_curves(evaluation.anomaly, mode, out_dir)
     if evaluation.semantic is not None:
         with atomic_write(out_dir / "accumulators" / "semantic.json") as tmp:
             evaluation.semantic.save(tmp)
     with atomic_write(out_dir / "metrics.md") as tmp:
-        tmp.write_text(markdown_report(report) if markdown is None else markdown)
+        tmp.write_text(markdown)
     with atomic_write(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -371,7 +373,7 @@ def write_results(evaluation: Evaluation, out_dir: Path, mode: str, info: Dict,
 
 def _parser():
     parser = command_parser(
-        "dense-ood-evaluate",
+        PROG,
         "Semantic (mIoU) and pixel anomaly (AP, FPR95, AUROC) metrics on an image folder.",
         "<out>/metrics.json and metrics.md, pr_curve.png and roc_curve.png "
         "(anomaly labels), overlays/*.png (input | score | prediction | "
@@ -380,28 +382,16 @@ def _parser():
     add_backend(parser, default="torch")
     add_input_size(parser)
     parser.add_argument("--images", required=True, type=Path, help="folder of input images")
-    parser.add_argument("--labels", type=Path,
-                        help="folder of anomaly label PNGs (same stems as the images)")
-    parser.add_argument("--semantic-labels", type=Path,
-                        help="folder of class-index label PNGs "
-                             "(e.g. CamVid's testannot) for IoU/mIoU")
-    parser.add_argument("--semantic-ignore", type=int,
-                        help="ignored value in semantic labels (default: the model's label "
-                             "set's ignore index, e.g. 11 for CamVid, 255 for Cityscapes)")
-    parser.add_argument("--anomaly-values", type=parse_ints, default=(1,),
-                        help="comma-separated anomaly label values (default 1; RoadAnomaly: 2)")
-    parser.add_argument("--ignore-values", type=parse_ints, default=(255,),
-                        help="comma-separated ignored anomaly label values (default 255)")
+    add_label_folders(parser, "same stems as the images")
+    add_label_values(parser)
     add_scores(parser)
-    parser.add_argument("--metric-mode", choices=METRIC_MODES, default="sklearn",
-                        help="AP/FPR95/AUROC definitions: sklearn (fine histogram) or smiyc "
-                             "(SegmentMeIfYouCan thresholds); default sklearn")
+    add_metric_mode(parser)
     add_out(parser, "output folder (default eval_output)", Path("eval_output"))
     parser.add_argument("--num-overlays", type=int, default=4,
                         help="overlay images to save (default 4)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip images whose labels are missing, unreadable or of another size")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
     return parser
 
 
@@ -413,48 +403,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         frames, missing = find_frames(args.images, args.labels, args.semantic_labels)
     except FileNotFoundError as exc:
-        print(f"dense-ood-evaluate: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(PROG, exc)
     for problem in missing:
-        print(f"dense-ood-evaluate: {'skipping' if args.allow_missing else 'error'}: {problem}",
+        print(f"{PROG}: {'skipping' if args.allow_missing else 'error'}: {problem}",
               file=sys.stderr)
     if missing and not args.allow_missing:
-        print(f"dense-ood-evaluate: {len(missing)} image(s) lack labels; nothing evaluated "
+        print(f"{PROG}: {len(missing)} image(s) lack labels; nothing evaluated "
               "(--allow-missing skips them)", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not frames:
-        print("dense-ood-evaluate: error: no image has all its labels", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(PROG, "no image has all its labels")
     try:
         check_writable_folder(args.out, "--out")
     except OSError as exc:
-        print(f"dense-ood-evaluate: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(PROG, exc)
 
     try:
         detector = Detector.from_model(args.model, backend=args.backend, score_names=args.scores,
                                        input_size=args.input_size, **backend_options(args))
     # CheckpointError: RuntimeError
     except (ValueError, RuntimeError, ImportError, OSError) as exc:
-        print(f"dense-ood-evaluate: error: cannot load model: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(PROG, f"cannot load model: {exc}")
     if args.semantic_ignore is None:
         args.semantic_ignore = detector.label_set.ignore_index
     print(f"label set {detector.label_set.name!r} ({detector.label_set.num_classes} classes: "
           f"{', '.join(detector.label_set.class_names)}; semantic ignore value "
           f"{args.semantic_ignore})", file=sys.stderr)
     label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
-    evaluation = Evaluation(
-        anomaly=AnomalyMetrics(args.scores) if args.labels else None,
-        semantic=(SemanticMetrics(detector.class_names, args.semantic_ignore)
-                  if args.semantic_labels else None),
-        problems=list(missing))
+    evaluation = make_evaluation(label_folders(args.labels, args.semantic_labels), args.scores,
+                                 detector.class_names, args.semantic_ignore)
+    evaluation.problems += missing
     evaluate_frames(detector, frames, label_spec, evaluation, args.out / "overlays",
                     args.num_overlays, progress=not args.no_progress)
 
     failed = evaluation.problems[len(missing):]
     for problem in failed:
-        print(f"dense-ood-evaluate: {'skipped' if args.allow_missing else 'error'}: {problem}",
+        print(f"{PROG}: {'skipped' if args.allow_missing else 'error'}: {problem}",
               file=sys.stderr)
     complete = (evaluation.stopped is None and (args.allow_missing or not failed)
                 and evaluation.frames > 0)
@@ -462,16 +446,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                     label_spec, args.semantic_ignore, args.metric_mode, complete,
                     evaluation.stopped)
     report = build_report(evaluation, args.metric_mode, info)
-    print(markdown_report(report))
+    markdown = markdown_report(report)
+    print(markdown)
     try:
-        write_results(evaluation, args.out, args.metric_mode, info, report)
+        write_results(evaluation, args.out, args.metric_mode, info, report, markdown)
     except OSError as exc:
-        print(f"dense-ood-evaluate: error: the results above could not be saved: {exc}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(PROG, f"the results above could not be saved: {exc}")
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, curves, overlays and accumulators")
     if not complete:
-        print(f"dense-ood-evaluate: INCOMPLETE: {evaluation.frames} "
+        print(f"{PROG}: INCOMPLETE: {evaluation.frames} "
               f"of {len(frames)} frames evaluated"
               + (f" (stopped: {evaluation.stopped})" if evaluation.stopped
                  else f", {len(failed)} problem(s) above"),

@@ -10,7 +10,7 @@ import secrets
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -184,6 +184,27 @@ def list_images(folder: Union[str, Path], what: str = "image",
     return paths[:limit]
 
 
+def find_labels(images: Sequence[Path], folders: Dict[str, Path]
+                ) -> Tuple[List[Tuple[Path, Dict[str, Path]]], List[str]]:
+    """Pair each image with the label PNG of its stem in each folder (kind -> folder).
+
+    Returns the images that have all their labels, each with kind -> label file, and a
+    problem line for every label missing; FileNotFoundError names a folder that is missing.
+    """
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{kind} label folder not found: {folder}")
+    paired, problems = [], []
+    for image in images:
+        labels = {kind: folder / f"{image.stem}.png" for kind, folder in folders.items()}
+        missing = [f"{image.name}: {kind} label missing ({path})"
+                   for kind, path in labels.items() if not path.is_file()]
+        problems += missing
+        if not missing:
+            paired.append((image, labels))
+    return paired, problems
+
+
 def file_sha256(path: Union[str, Path]) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -193,11 +214,15 @@ def file_sha256(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def write_report(out: Union[str, Path], report: Dict[str, Any], table: str) -> None:
-    """Write a command's ``--out PATH`` results: PATH.json (``report``) and PATH.md (``table``).
+def show_report(out: Optional[Union[str, Path]], report: Dict[str, Any], table: str) -> None:
+    """Print a command's Markdown ``table``; with ``--out PATH``, also write PATH.json and PATH.md.
 
-    Each file is written atomically (:func:`atomic_write`); the folder is created.
+    PATH.json holds ``report``; each file is written atomically (:func:`atomic_write`) and
+    the folder is created.
     """
+    print(table)
+    if not out:
+        return
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out.with_name(out.name + ".json")) as path:

@@ -52,7 +52,7 @@ if str(REPO_ROOT) not in sys.path:
 from dense_ood_ros.benchmark import (LoadMeter, describe_machine, load_frames,  # noqa: E402
                                      time_interleaved, wait_until_quiet)
 from dense_ood_ros.cli import parse_size  # noqa: E402
-from dense_ood_ros.io import write_report  # noqa: E402
+from dense_ood_ros.io import show_report  # noqa: E402
 
 logger = logging.getLogger("profile_cpu")
 
@@ -803,10 +803,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out["encoder"] = section_encoder(args, graphs, frames)
     if "recipes" in sections:
         out["recipes"] = section_recipes(args, graphs, frames)
-    table = markdown(report)
-    print(table)
-    if args.out:
-        write_report(args.out, report, table)
+    show_report(args.out, report, markdown(report))
     return 0
 
 

@@ -143,3 +143,21 @@ def test_every_core_module_imports_alone_without_rclpy():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"imported {len(core)}" in result.stdout
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_replay_wing_flows_down_from_its_runners(graph):
+    """Bags, ground truth, results and the report reach nothing of ``dense_ood_ros.ros``.
+
+    And the two runners stand side by side: the live one takes nothing from the offline one.
+    """
+    wing = [module for module in graph if _in(module, "dense_ood_ros.replay")]
+    assert "dense_ood_ros.replay.report" in wing
+    upward = {module: sorted(t for t in _reachable(graph, module) if _in(t, "dense_ood_ros.ros"))
+              for module in wing}
+    assert {module: targets for module, targets in upward.items() if targets} == {}
+    assert "dense_ood_ros.ros.replay.offline" not in _reachable(graph,
+                                                                "dense_ood_ros.ros.replay.live")

@@ -11,8 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from dense_ood_ros.bags import (COMPRESSED_TYPE, CUSTOM_CAMERA_TOPIC, CUSTOM_LABEL_TOPIC,
-                                IMAGE_TYPE, BagError, BagReader, BagWriter, header_stamp_ns, main)
+from dense_ood_ros.replay.bag_reader import (COMPRESSED_TYPE, CUSTOM_CAMERA_TOPIC,
+                                             CUSTOM_LABEL_TOPIC, IMAGE_TYPE, BagError, BagReader,
+                                             header_stamp_ns)
+from dense_ood_ros.replay.bag_writer import BagWriter
+from dense_ood_ros.replay.make_bag import main
 from dense_ood_ros.io import read_label, read_rgb
 
 rclpy_serialization = pytest.importorskip("rclpy.serialization",

@@ -83,7 +83,8 @@ def test_default_backends_add_every_gpu_backend_available(monkeypatch):
     monkeypatch.setattr(benchmark, "availability",
                         availability("torch-cuda", "tensorrt", "onnxruntime-gpu"))
     assert default_backends() == ["torch:cpu", "onnxruntime:cpu", "onnxruntime:cuda",
-                                  "torch:cuda:fp16", "tensorrt:fp16"]
+                                  "torch:cuda:fp16", "tensorrt:fp32", "tensorrt:fp16",
+                                  "tensorrt:int8"]
 
 
 def test_ratios_compare_with_torch_and_labels_only():

@@ -2,12 +2,13 @@
 
 Targets and properties (never any other exception, never a hang):
 
-- header stamps (:func:`dense_ood_ros.bags.header_stamp_ns`) of random bytes, with and
-  without a CDR encapsulation header, as bytes, bytearray and memoryview: the stamp exactly
-  as the bytes say, or ValueError naming what was read.
-- :class:`~dense_ood_ros.bags.BagReader` (opening, ``topics``, ``camera_topic``,
-  ``messages``) on small valid bags written by :class:`~dense_ood_ros.bags.BagWriter` (MCAP
-  and sqlite3: Image, CompressedImage and label topics, custom data), then damaged:
+- header stamps (:func:`dense_ood_ros.replay.bag_reader.header_stamp_ns`) of random bytes,
+  with and without a CDR encapsulation header, as bytes, bytearray and memoryview: the stamp
+  exactly as the bytes say, or ValueError naming what was read.
+- :class:`~dense_ood_ros.replay.bag_reader.BagReader` (opening, ``topics``, ``camera_topic``,
+  ``messages``) on small valid bags written by
+  :class:`~dense_ood_ros.replay.bag_writer.BagWriter` (MCAP and sqlite3: Image,
+  CompressedImage and label topics, custom data), then damaged:
 
   - the storage file truncated anywhere (metadata.yaml kept or deleted): the messages read
     are the first ones written, exactly; fewer than all of them only with a BagError or a
@@ -23,8 +24,8 @@ Targets and properties (never any other exception, never a hang):
     exactly the messages written on the topics it lists (with their types);
 
   every BagError names the bag.
-- the replay's per-message path (:func:`dense_ood_ros.ros.replay._replay_one`: header stamp,
-  rclpy deserialization, the node's frame pipeline with a stand-in backend): valid tiny
+- the replay's per-message path (:func:`dense_ood_ros.ros.replay.offline._replay_one`: header
+  stamp, rclpy deserialization, the node's frame pipeline with a stand-in backend): valid tiny
   frames, the same mutated (fields, truncation, bytes) and random CDR bytes under Image and
   CompressedImage topics. One frame record per message: processed, or failed with a reason
   and a problem naming the bag, topic and message index; the replay never stops.
@@ -54,9 +55,11 @@ from fuzz_profiles import fuzz_settings, outcome_counter, yaml_strategies
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dense_ood_ros.bags import (COMPRESSED_TYPE, CUSTOM_CAMERA_TOPIC, IMAGE_TYPE, STORAGES,
-                                BagError, BagMessage, BagReader, BagWriter, Topic,
-                                compressed_message, header_stamp_ns, image_message, typestore)
+from dense_ood_ros.replay.bag_reader import (COMPRESSED_TYPE, CUSTOM_CAMERA_TOPIC, IMAGE_TYPE,
+                                             BagError, BagMessage, BagReader, Topic,
+                                             header_stamp_ns)
+from dense_ood_ros.replay.bag_writer import (STORAGES, BagWriter, compressed_message,
+                                             image_message, typestore)
 
 outcomes, print_outcomes = outcome_counter("bags (header stamps, damaged bags, replay frames)")
 
@@ -544,9 +547,10 @@ def replay_frame():
 
     from dense_ood_ros.detector import Detector
     from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation
-    from dense_ood_ros.replay import ReplayResults
+    from dense_ood_ros.replay.results import ReplayResults
     from dense_ood_ros.ros.pipeline import FramePipeline
-    from dense_ood_ros.ros.replay import _replay_one, output_topics
+    from dense_ood_ros.ros.replay.messages import output_topics
+    from dense_ood_ros.ros.replay.offline import _replay_one
 
     pipeline = FramePipeline(Detector(_TinyBackend()))
     outputs = output_topics(pipeline.topics, "/")

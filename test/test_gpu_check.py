@@ -92,8 +92,11 @@ def test_parity_script_skips_every_gpu_backend_here_with_its_reason(model_path, 
 
 def test_parity_runs_the_fp16_graph_on_the_cpu_and_says_tensorrt_is_missing(model_path,
                                                                             tmp_path):
-    """Where TensorRT is not installed (this machine; the lent GPU machine) its rows say so
-    plainly, the FP16 graph is still checked, and the summary puts it all in one table."""
+    """Check the parity and summary where TensorRT is not installed (here; the lent GPU machine).
+
+    Its rows say so plainly, the FP16 graph is still checked, and the summary puts it all in
+    one table.
+    """
     pytest.importorskip("onnx")
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here")

@@ -31,7 +31,7 @@ MAX_MEAN_SCORE_DIFF = {"fp16": 0.01, "int8": 0.03}
 
 @pytest.fixture(scope="module")
 def graphs(model_path, camvid_dir, tmp_path_factory):
-    """The shipped model's FP32 export (360x480, jsd), its FP16 and its TensorRT Q/DQ graph."""
+    """Make the shipped model's FP32 export (360x480, jsd), its FP16 and TensorRT Q/DQ graphs."""
     folder = tmp_path_factory.mktemp("graph-variants")
     fp32 = cached_onnx(model_path, folder)
     calibration = CalibrationSettings(camvid_dir / "train", count=16, method="minmax")

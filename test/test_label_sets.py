@@ -343,9 +343,9 @@ def test_replays_ignore_the_models_ignore_index_by_default(cityscapes_model, cit
                                                            tmp_path):
     """Offline replay and live replay take --semantic-ignore from the model (255 here)."""
     pytest.importorskip("rclpy", reason="the replays need rclpy")
-    from dense_ood_ros.bags import main as make_bag
-    from dense_ood_ros.ros.live_replay import label_set_of
-    from dense_ood_ros.ros.replay_main import main as replay
+    from dense_ood_ros.replay.make_bag import main as make_bag
+    from dense_ood_ros.ros.replay.command import main as replay
+    from dense_ood_ros.ros.replay.live import label_set_of
 
     assert export_split_main(["--dataset", "cityscapes", "--root", str(cityscapes_tree),
                               "--split", "val", "--out", str(tmp_path)]) == 0

@@ -19,21 +19,22 @@ rclpy_serialization = pytest.importorskip("rclpy.serialization",
                                           reason="replay deserializes with rclpy")
 from sensor_msgs.msg import Image  # noqa: E402
 
-from dense_ood_ros.bags import (IMAGE_TYPE, BagReader, BagWriter, header_stamp_ns,  # noqa: E402
-                                image_message, typestore)
-from dense_ood_ros.bags import main as make_bag  # noqa: E402
+from dense_ood_ros.replay.bag_reader import IMAGE_TYPE, BagReader, header_stamp_ns  # noqa: E402
+from dense_ood_ros.replay.bag_writer import BagWriter, image_message, typestore  # noqa: E402
+from dense_ood_ros.replay.make_bag import main as make_bag  # noqa: E402
 from dense_ood_ros.detector import Detector, DetectorOutput  # noqa: E402
 from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation  # noqa: E402
 from dense_ood_ros.evaluate import main as evaluate  # noqa: E402
 from dense_ood_ros.metrics import AnomalyMetrics  # noqa: E402
-from dense_ood_ros.replay import (FolderLabels, ReplayResults, TopicLabels,  # noqa: E402
-                                  markdown_report, percentile_value)
+from dense_ood_ros.replay.ground_truth import FolderLabels, TopicLabels  # noqa: E402
+from dense_ood_ros.replay.report import markdown_report  # noqa: E402
+from dense_ood_ros.replay.results import ReplayResults, percentile_value  # noqa: E402
 from dense_ood_ros.ros import (COLOR_TOPIC, LABELS_TOPIC, SCORE_TOPIC, node_topic,  # noqa: E402
                                output_topic)
 from dense_ood_ros.ros.conversions import image_to_numpy  # noqa: E402
 from dense_ood_ros.ros.pipeline import FramePipeline  # noqa: E402
-from dense_ood_ros.ros.replay import decode_label  # noqa: E402
-from dense_ood_ros.ros.replay_main import main as replay  # noqa: E402
+from dense_ood_ros.ros.replay.command import main as replay  # noqa: E402
+from dense_ood_ros.ros.replay.messages import decode_label  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKEND = ["--backend", "onnxruntime"]

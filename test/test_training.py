@@ -346,8 +346,11 @@ def test_two_process_distributed_training_with_gloo(tmp_path):
 
 @needs_camvid
 def test_frozen_encoder_bn_and_weight_ema(tmp_path):
-    """``frozen_encoder_bn`` keeps the encoder's statistics as loaded; ``ema_decay`` saves the
-    average, which differs from the last weights of the same run without it."""
+    """Check ``frozen_encoder_bn`` and ``ema_decay``.
+
+    ``frozen_encoder_bn`` keeps the encoder's statistics as loaded; ``ema_decay`` saves the
+    average, which differs from the last weights of the same run without it.
+    """
     runs = {}
     for name, overrides in (("plain", []), ("frozen", ["ce.frozen_encoder_bn=true"]),
                             ("ema", ["ce.ema_decay=0.5"])):

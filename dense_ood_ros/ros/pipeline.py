@@ -40,10 +40,14 @@ OUTPUT_RESOLUTIONS = ("camera", "network")
 
 @dataclass
 class FrameResult:
-    """One frame's outputs: the arrays (for metrics) and the messages (in publish order)."""
+    """One frame's outputs: the arrays (for metrics) and the messages (in publish order).
+
+    ``frame`` is the RGB frame the detector ran on.
+    """
 
     output: DetectorOutput
     messages: Dict[str, Any]
+    frame: np.ndarray
 
 
 def scale_camera_info(info: Any, height: int, width: int) -> Any:
@@ -121,4 +125,4 @@ class FramePipeline:
             info = scale_camera_info(camera_info, *output.labels.shape)
             info.header = header
             messages[CAMERA_INFO_TOPIC] = info
-        return FrameResult(output, messages)
+        return FrameResult(output, messages, frame)

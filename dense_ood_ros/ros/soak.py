@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dense_ood_ros.cli import add_backend, command_parser, parse_size
-from dense_ood_ros.io import read_rgb, write_report
+from dense_ood_ros.io import read_rgb, show_report
 from dense_ood_ros.ros.stream_benchmark import (DEFAULT_FRAME, node_under_test, rss_bytes,
                                                 serialized_frame, stream, warm_up)
 
@@ -120,10 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = soak(args.model or package_path("models", "default.pt"), args.backend, args.size,
                   args.rate, args.frames, args.sample_every)
     report["failures"] = failures(report)
-    table = markdown(report)
-    print(table)
-    if args.out:
-        write_report(args.out, report, table)
+    show_report(args.out, report, markdown(report))
     for message in report["failures"]:
         print(f"soak: FAILED: {message}", file=sys.stderr)
     print(f"soak: {os.cpu_count()} CPUs, {report['duration_s']:.0f} s", file=sys.stderr)

@@ -25,7 +25,7 @@ import numpy as np
 
 from dense_ood_ros.cli import add_backend, command_parser, parse_ints, parse_size
 from dense_ood_ros.host import speed_flags
-from dense_ood_ros.io import read_rgb, write_report
+from dense_ood_ros.io import read_rgb, show_report
 
 #: CDR offset of header.stamp in a serialized sensor_msgs/Image (after the 4-byte
 #: encapsulation header): sec (int32), nanosec (uint32), little endian.
@@ -317,10 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = {"backend": backend, "model": str(model), "frames": args.frames,
               "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags()}, "bare": bare,
               "runs": runs}
-    table = markdown(report)
-    print(table)
-    if args.out:
-        write_report(args.out, report, table)
+    show_report(args.out, report, markdown(report))
     return 0
 
 
