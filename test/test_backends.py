@@ -189,8 +189,8 @@ def test_bad_names_and_files_give_clear_errors(small_onnx, tmp_path):
     with pytest.raises(ValueError, match=r"torch backend takes a \.pt file"):
         make_backend("torch", small_onnx)
     with pytest.raises(ValueError,
-                       match="precision 'fp16' is not available on the onnxruntime backend"):
-        make_backend("onnxruntime", small_onnx, precision="fp16")
+                       match="precision 'bf16' is not available on the onnxruntime backend"):
+        make_backend("onnxruntime", small_onnx, precision="bf16")
     with pytest.raises(ValueError, match="the torch backend has no option 'calibration'"):
         make_backend("torch", small_onnx.with_suffix(".pt"), calibration=object())
     corrupt = tmp_path / "corrupt.onnx"

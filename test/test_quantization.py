@@ -172,8 +172,13 @@ def test_precision_option_of_the_onnxruntime_backend(small_onnx, frames_dir, tmp
     assert make_backend("onnxruntime", int8.onnx_path, device="cpu").precision == "int8"
     with pytest.raises(ValueError, match="is int8; precision fp32 was asked for"):
         make_backend("onnxruntime", int8.onnx_path, device="cpu", precision="fp32")
-    with pytest.raises(ValueError, match="precision 'fp16' is not available"):
-        make_backend("onnxruntime", small_onnx, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'bf16' is not available"):
+        make_backend("onnxruntime", small_onnx, precision="bf16")
+    fp16 = make_backend("onnxruntime", small_onnx, device="cpu", precision="fp16",
+                        cache_dir=tmp_path)
+    assert fp16.precision == "fp16" and fp16.onnx_path.parent.name == "onnx-fp16"
+    with pytest.raises(ValueError, match="is fp16; precision int8 was asked for"):
+        make_backend("onnxruntime", fp16.onnx_path, device="cpu", precision="int8")
     fp32 = make_backend("onnxruntime", small_onnx, device="cpu", precision="fp32")
     assert fp32.precision == "fp32" and "fp32" in fp32.describe()
 
