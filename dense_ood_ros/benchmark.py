@@ -413,7 +413,9 @@ def ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def _spec_without_model(spec: str) -> str:
-    return ":".join(part for part in spec.split(":") if not part.startswith(MODEL_KEY + "="))
+    """Drop ``model=...`` and the empty options left before it (``onnxruntime:cpu::model=X``)."""
+    kept = ":".join(part for part in spec.split(":") if not part.startswith(MODEL_KEY + "="))
+    return kept.rstrip(":")
 
 
 def _fps_ratio(result: Dict[str, Any], base: Dict[str, Any], timing: str) -> Optional[float]:

@@ -120,6 +120,10 @@ def test_ratios_compare_a_second_model_with_the_same_backend():
         (MODEL_SPEED_UP, "onnxruntime:cpu:int8:model=light.pt")]
     assert rows[0]["inference"] == pytest.approx(1.5)
     assert rows[1]["end_to_end"] == pytest.approx(20.0 / 12.0)
+    # an empty option before model= (onnxruntime:cpu::model=X) is the same backend
+    (row,) = ratios([result("onnxruntime:cpu", 10.0),
+                     result("onnxruntime:cpu::model=light.pt", 8.0)])
+    assert row["kind"] == MODEL_SPEED_UP and row["inference"] == pytest.approx(0.8)
 
 
 def test_benchmark_writes_json_and_markdown(checkpoint, camvid_dir, tmp_path, capsys):
