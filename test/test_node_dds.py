@@ -210,6 +210,10 @@ def test_bad_frame_is_counted_and_the_node_keeps_working(client, camvid_frame, m
     assert values["input_topic"] == f"/{NAMESPACE}/detector/input/image"
     assert int(values["frames_processed"]) >= 1 and int(values["frames_bad"]) >= 1
     assert float(values["latency_p50_ms"]) > 0.0
+    stages = {stage: float(values[f"stage_{stage}_p50_ms"])
+              for stage in ("wait", "deserialize", "inference", "pipeline_other", "publish")}
+    assert all(ms >= 0.0 for ms in stages.values()) and stages["inference"] > 0.0
+    assert sum(stages.values()) <= float(values["latency_p50_ms"]) * 1.5 + 1.0
 
 
 COMPRESSED_NAMESPACE = "dds_test/compressed"

@@ -28,7 +28,7 @@ def test_patched_stamp_is_the_stamp_of_the_deserialized_message():
 
 def test_a_short_stream_is_answered_and_accounted_for(tmp_path, capsys):
     out = tmp_path / "stream"
-    assert main(["--rates", "5", "--frames", "8", "--out", str(out)]) == 0
+    assert main(["--rates", "5", "--frames", "8", "--consumer", "--out", str(out)]) == 0
     report = json.loads(out.with_name("stream.json").read_text())
     (run,) = report["runs"]
     assert run["size"] == "360x480" and run["sent"] == 8
@@ -38,3 +38,9 @@ def test_a_short_stream_is_answered_and_accounted_for(tmp_path, capsys):
     assert counts["processed"] == run["answered"]
     assert report["bare"]["360x480"]["fps"] > 0
     assert "| 360x480 | 5 Hz | 8 |" in out.with_name("stream.md").read_text()
+    # where the node's time went, and the consumer process received what the node answered
+    stages = run["stage_p50_ms"]
+    assert set(stages) == {"wait", "deserialize", "inference", "pipeline_other", "publish"}
+    assert all(value is not None and value >= 0 for value in stages.values())
+    assert stages["inference"] > stages["deserialize"]
+    assert report["consumer"] and run["consumer_answered"] == run["answered"]

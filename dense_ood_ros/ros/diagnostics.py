@@ -20,6 +20,11 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 LATENCY_WINDOW = 100
 #: Bad-frame reason of a frame the backend (or anything after conversion) failed on.
 INFERENCE_ERROR = "inference_error"
+#: Where a processed frame's time went, in order (seconds each, :meth:`add_processed`):
+#: waiting for the worker, deserializing, the backend's inference, the rest of the pipeline
+#: (conversion, resizes, output messages), publishing. All but ``wait`` and ``inference`` are
+#: the node's own work.
+STAGES = ("wait", "deserialize", "inference", "pipeline_other", "publish")
 
 
 class FrameStatistics:
@@ -38,6 +43,7 @@ class FrameStatistics:
         self.last_error: Optional[str] = None
         self.last_frame_bad = False
         self._latencies = deque(maxlen=LATENCY_WINDOW)
+        self._stages = {stage: deque(maxlen=LATENCY_WINDOW) for stage in STAGES}
         self._processed_at_last_rate = 0
         self._last_rate_time = time.monotonic()
 
@@ -45,12 +51,15 @@ class FrameStatistics:
         with self._lock:
             self.received += 1
 
-    def add_processed(self, latency_s: float) -> None:
+    def add_processed(self, latency_s: float, stages: Optional[Dict[str, float]] = None) -> None:
+        """Count a processed frame: its latency and, if given, its seconds per :data:`STAGES`."""
         with self._lock:
             self.processed += 1
             self.consecutive_failures = 0
             self.last_frame_bad = False
             self._latencies.append(latency_s)
+            for stage, seconds in (stages or {}).items():
+                self._stages[stage].append(seconds)
 
     def add_bad(self, reason: str, error: str) -> None:
         with self._lock:
@@ -98,10 +107,12 @@ class FrameStatistics:
 
     def latency_ms(self, quantile: float) -> Optional[float]:
         with self._lock:
-            values = sorted(self._latencies)
-        if not values:
-            return None
-        return 1000 * values[min(int(quantile * len(values)), len(values) - 1)]
+            return _quantile_ms(self._latencies, quantile)
+
+    def stage_ms(self, stage: str, quantile: float) -> Optional[float]:
+        """Return a quantile of one stage's recent times (:data:`STAGES`) in ms."""
+        with self._lock:
+            return _quantile_ms(self._stages[stage], quantile)
 
     def take_rate(self) -> float:
         """Frames processed per second since the previous call."""
@@ -111,6 +122,13 @@ class FrameStatistics:
         rate = (processed - self._processed_at_last_rate) / max(now - self._last_rate_time, 1e-9)
         self._processed_at_last_rate, self._last_rate_time = processed, now
         return rate
+
+
+def _quantile_ms(seconds, quantile: float) -> Optional[float]:
+    values = sorted(seconds)
+    if not values:
+        return None
+    return 1000 * values[min(int(quantile * len(values)), len(values) - 1)]
 
 
 def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
@@ -141,5 +159,9 @@ def detector_status(name: str, hardware_id: str, stats: FrameStatistics,
         latency = stats.latency_ms(quantile)
         values.append(KeyValue(key=f"latency_p{round(100 * quantile)}_ms",
                                value="n/a" if latency is None else f"{latency:.1f}"))
+    for stage in STAGES:
+        median = stats.stage_ms(stage, 0.5)
+        values.append(KeyValue(key=f"stage_{stage}_p50_ms",
+                               value="n/a" if median is None else f"{median:.2f}"))
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=values)

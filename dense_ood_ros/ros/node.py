@@ -92,6 +92,7 @@ class DetectorSettings:
     score: str
     input_size: Optional[Tuple[int, int]]
     precision: Optional[str]
+    threads: int
     compressed: bool
     publish_color: bool
     mask_threshold: Optional[float]
@@ -121,6 +122,9 @@ PARAMETERS = {
     "precision": ("", f"numeric precision, one of {list(PRECISIONS)} where the backend offers "
                       "it (onnxruntime: fp32, int8; tensorrt: fp32, fp16, int8; torch: fp32, "
                       "fp16 on CUDA); '' = the backend's default"),
+    "threads": (0, "CPU threads of the backend's inference (onnxruntime, openvino, torch on "
+                   "CPU); 0 = one per core this process may use. Fewer leave cores to the "
+                   "node's receiving and publishing and to the processes beside it"),
     "compressed": (False, "subscribe to sensor_msgs/CompressedImage (jpeg, png) on "
                           f"{INPUT_IMAGE_TOPIC} instead of Image "
                           f"({', '.join(CAMERA_ENCODINGS)})"),
@@ -205,7 +209,8 @@ def validate_parameters(values: dict) -> DetectorSettings:
                                f"choose one of {list(OUTPUT_RESOLUTIONS)}")
     return DetectorSettings(
         model_path=model_path, backend=backend, score=score, input_size=input_size,
-        precision=precision, compressed=_expect("compressed", values["compressed"], bool),
+        precision=precision, threads=_at_least("threads", values["threads"], 0),
+        compressed=_expect("compressed", values["compressed"], bool),
         publish_color=_expect("publish_color", values["publish_color"], bool),
         mask_threshold=_mask_threshold(values["mask_threshold"]),
         output_resolution=output_resolution,
@@ -221,16 +226,18 @@ def load_detector(settings: DetectorSettings, status=None) -> Detector:
 
     ``status`` receives progress lines (backend choice, ONNX export, TensorRT engine build).
     """
+    threads = {"threads": settings.threads} if settings.threads else {}
     try:
         return Detector.from_model(settings.model_path, settings.backend, (settings.score,),
                                    settings.input_size, status=status,
-                                   precision=settings.precision)
+                                   precision=settings.precision, **threads)
     except CheckpointError as exc:
         raise _parameter_error("model_path", str(settings.model_path), str(exc)) from exc
     # e.g. a file type or device the backend can't use
     except (ValueError, RuntimeError, ImportError) as exc:
         raise NodeConfigError(f"parameters 'backend' = {settings.backend!r}, 'precision' = "
-                              f"{settings.precision or ''!r}, 'model_path' = "
+                              f"{settings.precision or ''!r}, 'threads' = {settings.threads}, "
+                              "'model_path' = "
                               f"'{settings.model_path}': {exc}") from exc
 
 
@@ -383,11 +390,13 @@ class DetectorNode(Node):
                 self._run(*frame)
 
     def _run(self, raw: bytes, received_at: float) -> None:
+        taken = time.perf_counter()
         try:
             msg = deserialize_message(raw, self.input_type)
         except Exception as exc:  # the middleware checked the type: should not happen
             self._bad_frame("malformed", f"cannot deserialize the message: {exc}")
             return
+        deserialized = time.perf_counter()
         try:
             result = self.pipeline(msg, self.camera_info)
         except BadImage as exc:  # the message: conversions say what is wrong with it
@@ -396,8 +405,14 @@ class DetectorNode(Node):
         except Exception as exc:  # anything else: still one frame, not the node
             self._bad_frame(INFERENCE_ERROR, f"{type(exc).__name__}: {exc}")
             return
+        built = time.perf_counter()
         if self._publish(result):
-            self.stats.add_processed(time.perf_counter() - received_at)
+            done = time.perf_counter()
+            inference = self.pipeline.detector.last_inference_s
+            self.stats.add_processed(done - received_at, {
+                "wait": taken - received_at, "deserialize": deserialized - taken,
+                "inference": inference, "pipeline_other": built - deserialized - inference,
+                "publish": done - built})
         else:  # the node stopped meanwhile: nothing of this frame is published
             self.stats.add_dropped_stale()
 

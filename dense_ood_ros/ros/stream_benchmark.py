@@ -6,11 +6,17 @@ would (serialized once, only the stamp patched per frame), and records every out
 (raw: only the stamp is read). Per run it reports frames sent and answered (all image outputs
 of the frame arrived), output FPS, latency p50/p95 per output topic (publish -> arrival),
 outputs lost (a frame with some outputs but not all), the node's CPU use and its own frame
-accounting from /diagnostics. For comparison, the same frames run through the same
-:class:`~dense_ood_ros.detector.Detector` in this process, with the node idle ("bare",
-the end-to-end figure of ``dense-ood-benchmark``).
+accounting from /diagnostics, with where the node's time went per frame (its median per stage:
+deserializing, the backend's inference, the rest of the pipeline, publishing). For comparison,
+the same frames run through the same :class:`~dense_ood_ros.detector.Detector` in this
+process, with the node idle ("bare", the end-to-end figure of ``dense-ood-benchmark``).
+
+``--consumer`` adds what a vehicle stack has beside the camera: a consumer in a process of its
+own, subscribed (reliable) to every image output, deserializing each message; per run it
+reports the frames whose every output reached it.
 """
 
+import multiprocessing
 import os
 import struct
 import subprocess
@@ -158,6 +164,61 @@ def stream(recorder: StreamRecorder, serialized: bytearray, rate_hz: float, fram
                            for name, values in latencies.items()}}
 
 
+def _consume(namespace: str, output_names: Sequence[str], stop, results) -> None:
+    """Subscribe (reliable, deserializing) to every output until ``stop``; send the stamps.
+
+    Runs in a process of its own (:class:`Consumer`).
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from dense_ood_ros.ros import node_topic, output_topic
+
+    rclpy.init()
+    node = Node("dense_ood_stream_benchmark_consumer")
+    stamps: Dict[str, List[int]] = {name: [] for name in output_names}
+    for name in output_names:
+        node.create_subscription(Image, node_topic(output_topic(name), namespace),
+                                 lambda msg, name=name: stamps[name].append(msg.header.stamp.sec),
+                                 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    results.put("ready")
+    while not stop.is_set():
+        executor.spin_once(timeout_sec=0.05)
+    results.put(stamps)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+class Consumer:
+    """A consumer of every image output in a process of its own (``--consumer``)."""
+
+    def __init__(self, output_names: Sequence[str]):
+        context = multiprocessing.get_context("spawn")  # a fresh process: its own rclpy
+        self._stop, self._results = context.Event(), context.Queue()
+        self.process = context.Process(target=_consume, daemon=True,
+                                       args=(NAMESPACE, list(output_names), self._stop,
+                                             self._results))
+        self.process.start()
+        self._results.get(timeout=60)  # subscribed
+
+    def stamps(self) -> Dict[str, List[int]]:
+        """Stop the consumer; return the stamps it received per output."""
+        self._stop.set()
+        stamps = self._results.get(timeout=60)
+        self.process.join(10)
+        return stamps
+
+
+def consumer_answered(stamps: Dict[str, List[int]], first: int, count: int) -> int:
+    """Frames of stamps first .. first + count - 1 whose every output reached the consumer."""
+    wanted = set(range(first, first + count))
+    return len(set.intersection(*(wanted & set(values) for values in stamps.values())))
+
+
 def bare_detector_figures(detector, frame: np.ndarray, frames: int) -> Dict:
     """End-to-end FPS and latency of the Detector alone on ``frame`` (this process)."""
     detector(frame)  # warm-up
@@ -193,7 +254,40 @@ def markdown(report: Dict) -> str:
             f"{ms(bare['latency_ms']['p95'])} ms | {run['node_cpu_cores']:.2f} | "
             f"{node.get('received', '?')} / {node.get('dropped_stale', '?')} / "
             f"{node.get('processed', '?')} |")
+    consumer = bool(report.get("consumer"))
+    lines += ["", "Where the node's time went per frame (medians of its last 100 frames, ms; "
+              "own work = deserialize + pipeline other + publish)"
+              + (", and the frames whose every output reached the consumer process "
+                 "(reliable, deserializing)" if consumer else "") + ":", "",
+              "| camera | rate | wait | deserialize | inference | pipeline other | publish | "
+              "own work / inference |" + (" consumer answered |" if consumer else ""),
+              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if consumer else "")]
+    for run in report["runs"]:
+        stages = run["stage_p50_ms"]
+        cells = ["–" if stages.get(stage) is None else f"{stages[stage]:.2f}"
+                 for stage in ("wait", "deserialize", "inference", "pipeline_other", "publish")]
+        own = own_work_share(stages)
+        lines.append(f"| {run['size']} | {run['rate_hz']:g} Hz | " + " | ".join(cells)
+                     + f" | {'–' if own is None else f'{own:.1%}'} |"
+                     + (f" {run['consumer_answered']} |" if consumer else ""))
     return "\n".join(lines) + "\n"
+
+
+def own_work_share(stages: Dict[str, Optional[float]]) -> Optional[float]:
+    """The node's own work per frame (deserialize + pipeline other + publish) / inference."""
+    parts = [stages.get(stage) for stage in ("deserialize", "pipeline_other", "publish",
+                                             "inference")]
+    if any(part is None for part in parts) or not parts[-1]:
+        return None
+    return sum(parts[:-1]) / parts[-1]
+
+
+def stage_medians(diagnostics: Dict[str, str]) -> Dict[str, Optional[float]]:
+    """The node's ``stage_<name>_p50_ms`` diagnostics as numbers (None where n/a)."""
+    prefix, suffix = "stage_", "_p50_ms"
+    return {key[len(prefix):-len(suffix)]: (None if value == "n/a" else float(value))
+            for key, value in diagnostics.items()
+            if key.startswith(prefix) and key.endswith(suffix)}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -213,13 +307,17 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--frames", type=int, default=300, help="frames per run (default 300)")
     parser.add_argument("--frame", type=Path, default=DEFAULT_FRAME,
                         help="the camera image, resized to each size (default: a demo frame)")
+    parser.add_argument("--consumer", action="store_true",
+                        help="add a consumer process subscribed (reliable, deserializing) to "
+                             "every image output, as a vehicle stack has")
     parser.add_argument("--out", type=Path, help="write PATH.json and PATH.md (e.g. "
                                                  "docs/stream_benchmark)")
     return parser.parse_args(argv)
 
 
 @contextmanager
-def node_under_test(model: Path, backend: str, log: Optional[IO] = None) -> Iterator[Tuple]:
+def node_under_test(model: Path, backend: str, log: Optional[IO] = None,
+                    threads: int = 0) -> Iterator[Tuple]:
     """Start the detector node and a :class:`StreamRecorder` connected to it.
 
     Yields (node process, recorder); everything is stopped afterwards.
@@ -229,7 +327,7 @@ def node_under_test(model: Path, backend: str, log: Optional[IO] = None) -> Iter
                                           use_large_data_profile)
 
     use_large_data_profile()
-    process = start_detector({"model_path": str(model), "backend": backend},
+    process = start_detector({"model_path": str(model), "backend": backend, "threads": threads},
                              namespace=NAMESPACE, log=log or subprocess.DEVNULL)
     context = init_client_context()
     recorder = StreamRecorder(context, image_outputs(True, False))
@@ -287,13 +385,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     frames = {size: cv2.resize(source, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
               for size in args.sizes}
     print(f"bare detector ({args.backend}) ...", file=sys.stderr, flush=True)
-    detector = Detector.from_model(model, args.backend)
+    threads = args.threads or 0  # the node's 'threads' parameter; 0: one per core
+    detector = Detector.from_model(model, args.backend,
+                                   **({"threads": threads} if threads else {}))
     bare = {f"{h}x{w}": bare_detector_figures(detector, frame, 50)
             for (h, w), frame in frames.items()}
     backend = detector.backend.describe()
     del detector
     runs: List[Dict] = []
-    with node_under_test(model, args.backend) as (process, recorder):
+    with node_under_test(model, args.backend, threads=threads) as (process, recorder):
+        consumer = Consumer(list(recorder.arrivals)) if args.consumer else None
         stamp = 1_000
         for (height, width), frame in frames.items():
             serialized = serialized_frame(frame)
@@ -311,10 +412,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           for key, value in recorder.diagnostics.items()
                           if key.startswith("frames_") and value.isdigit()
                           and key != "frames_pending"}
-                run.update(size=f"{height}x{width}", node_cpu_cores=cpu, node_counts=counts)
+                run.update(size=f"{height}x{width}", node_cpu_cores=cpu, node_counts=counts,
+                           stage_p50_ms=stage_medians(recorder.diagnostics), first_stamp=stamp)
                 runs.append(run)
                 stamp += args.frames + 10
+        if consumer is not None:
+            stamps = consumer.stamps()
+            for run in runs:
+                run["consumer_answered"] = consumer_answered(stamps, run["first_stamp"],
+                                                             run["sent"])
     report = {"backend": backend, "model": str(model), "frames": args.frames,
+              "consumer": args.consumer, "threads": threads,
               "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags()}, "bare": bare,
               "runs": runs}
     show_report(args.out, report, markdown(report))
