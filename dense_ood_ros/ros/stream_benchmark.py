@@ -274,7 +274,7 @@ def markdown(report: Dict) -> str:
 
 
 def own_work_share(stages: Dict[str, Optional[float]]) -> Optional[float]:
-    """The node's own work per frame (deserialize + pipeline other + publish) / inference."""
+    """Return the node's own work per frame (deserialize, other, publish) / inference."""
     parts = [stages.get(stage) for stage in ("deserialize", "pipeline_other", "publish",
                                              "inference")]
     if any(part is None for part in parts) or not parts[-1]:
@@ -283,7 +283,7 @@ def own_work_share(stages: Dict[str, Optional[float]]) -> Optional[float]:
 
 
 def stage_medians(diagnostics: Dict[str, str]) -> Dict[str, Optional[float]]:
-    """The node's ``stage_<name>_p50_ms`` diagnostics as numbers (None where n/a)."""
+    """Return the node's ``stage_<name>_p50_ms`` diagnostics as numbers (None where n/a)."""
     prefix, suffix = "stage_", "_p50_ms"
     return {key[len(prefix):-len(suffix)]: (None if value == "n/a" else float(value))
             for key, value in diagnostics.items()
