@@ -111,13 +111,17 @@ def onnx_metadata(onnx_path: Union[str, Path]) -> Dict[str, str]:
 
 def onnx_precision(onnx_path: Union[str, Path]) -> str:
     """Return the precision an ONNX file declares (``int8``, ``fp16``), else fp32."""
-    return onnx_metadata(onnx_path).get(PRECISION_KEY, "fp32")
+    return declared_precision(onnx_metadata(onnx_path))
 
 
-def onnx_quant_recipe(onnx_path: Union[str, Path]) -> Optional[str]:
-    """Return the INT8 recipe a quantized file was made with (files before recipes: cpu)."""
-    meta = onnx_metadata(onnx_path)
-    if meta.get(PRECISION_KEY) != "int8":
+def declared_precision(meta: Dict[str, str]) -> str:
+    """Return the precision metadata (:func:`onnx_metadata`) declare, else fp32."""
+    return meta.get(PRECISION_KEY, "fp32")
+
+
+def declared_quant_recipe(meta: Dict[str, str]) -> Optional[str]:
+    """Return the INT8 recipe of a quantized file's metadata (files before recipes: cpu)."""
+    if declared_precision(meta) != "int8":
         return None
     return meta.get("quant_recipe", "cpu")
 

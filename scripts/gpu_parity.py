@@ -24,6 +24,8 @@ import numpy as np
 
 from dense_ood_ros.backends import BACKENDS, make_backend
 from dense_ood_ros.backends.calibration import CalibrationSettings
+from dense_ood_ros.quantization import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_METHOD,
+                                        default_calibration_dir)
 from dense_ood_ros.benchmark import parse_spec
 from dense_ood_ros.cli import add_cache_dir, add_model, command_parser, parse_size
 from dense_ood_ros.io import list_images, read_rgb
@@ -33,9 +35,6 @@ SPECS = ("torch:cuda:fp16", "onnxruntime:cuda", "tensorrt:fp32", "tensorrt:fp16"
          "tensorrt:int8", "onnxruntime:cpu:fp16")
 #: Precision -> (least label agreement, largest score difference) with torch CPU fp32.
 BOUNDS = {"fp32": (0.995, 1e-3), "fp16": (0.99, 5e-2), "int8": (0.97, 0.3)}
-#: Frames that calibrate the INT8 engine (the Q/DQ graph); the default folder when present.
-CALIBRATION_COUNT = 128
-DEFAULT_CALIB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "train"
 
 
 def skip_reason(name: str, options: Dict[str, str]) -> Optional[str]:
@@ -54,7 +53,8 @@ def compare(spec: str, args, batches: List[np.ndarray], reference: List[tuple]) 
         row["skipped"] = reason
         return row
     if name == "tensorrt" and options.get("precision") == "int8":
-        options["calibration"] = CalibrationSettings(args.calib_dir, CALIBRATION_COUNT, "minmax")
+        options["calibration"] = CalibrationSettings(args.calib_dir, DEFAULT_CALIBRATION_COUNT,
+                                                     DEFAULT_CALIBRATION_METHOD)
     started = time.monotonic()
     try:
         backend = make_backend(name, args.model, input_size=args.input_size,
@@ -108,7 +108,8 @@ def _parser():
     parser.add_argument("--input-size", type=parse_size, default=(360, 480), metavar="HxW",
                         help="network input size HEIGHTxWIDTH (default 360x480)")
     parser.add_argument("--calib-dir", type=Path,
-                        help=f"frames that calibrate the INT8 engine (default {DEFAULT_CALIB_DIR} "
+                        help="frames that calibrate the INT8 engine (default: the project's "
+                             "calibration folder, $DENSE_OOD_CALIBRATION_DIR or CamVid train, "
                              "when present, else --frames)")
     add_cache_dir(parser)
     parser.add_argument("--out", type=Path, required=True, help="write OUT.json and OUT.md")
@@ -118,7 +119,7 @@ def _parser():
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.calib_dir is None:
-        args.calib_dir = DEFAULT_CALIB_DIR if DEFAULT_CALIB_DIR.is_dir() else args.frames
+        args.calib_dir = default_calibration_dir() or args.frames
     paths = list_images(args.frames, "frame", args.num_frames)
     batches = [np.ascontiguousarray(resize_frame(read_rgb(p), args.input_size)[None])
                for p in paths]

@@ -139,15 +139,17 @@ class OnnxRuntimeBackend(Backend):
                  optimization: Optional[str] = None):
         import onnxruntime as ort
 
-        from dense_ood_ros.quantization import onnx_precision, onnx_quant_recipe
+        from dense_ood_ros.quantization import (declared_precision, declared_quant_recipe,
+                                                onnx_metadata)
 
+        meta = onnx_metadata(onnx_path)
         if optimization is None:
-            optimization = "none" if onnx_quant_recipe(onnx_path) == "tensorrt" else "all"
+            optimization = "none" if declared_quant_recipe(meta) == "tensorrt" else "all"
         if optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(f"unknown onnxruntime optimization level {optimization!r}; choose "
                              f"one of {list(OPTIMIZATION_LEVELS)}")
         self._adopt_graph(onnx_path, input_size)
-        self.precision = onnx_precision(onnx_path)
+        self.precision = declared_precision(meta)
         self.threads = threads or available_cpu_count()
         self.spinning = bool(spinning)
         self.optimization = optimization

@@ -32,6 +32,7 @@ import numpy as np
 from dense_ood_ros.cli import add_backend, command_parser, parse_ints, parse_size
 from dense_ood_ros.host import speed_flags
 from dense_ood_ros.io import read_rgb, show_report
+from dense_ood_ros.ros.diagnostics import STAGES
 
 #: CDR offset of header.stamp in a serialized sensor_msgs/Image (after the 4-byte
 #: encapsulation header): sec (int32), nanosec (uint32), little endian.
@@ -265,7 +266,7 @@ def markdown(report: Dict) -> str:
     for run in report["runs"]:
         stages = run["stage_p50_ms"]
         cells = ["–" if stages.get(stage) is None else f"{stages[stage]:.2f}"
-                 for stage in ("wait", "deserialize", "inference", "pipeline_other", "publish")]
+                 for stage in STAGES]
         own = own_work_share(stages)
         lines.append(f"| {run['size']} | {run['rate_hz']:g} Hz | " + " | ".join(cells)
                      + f" | {'–' if own is None else f'{own:.1%}'} |"
@@ -273,10 +274,13 @@ def markdown(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The node's own work per frame: every stage of diagnostics.STAGES but waiting and inference.
+OWN_WORK = tuple(stage for stage in STAGES if stage not in ("wait", "inference"))
+
+
 def own_work_share(stages: Dict[str, Optional[float]]) -> Optional[float]:
     """Return the node's own work per frame (deserialize, other, publish) / inference."""
-    parts = [stages.get(stage) for stage in ("deserialize", "pipeline_other", "publish",
-                                             "inference")]
+    parts = [stages.get(stage) for stage in (*OWN_WORK, "inference")]
     if any(part is None for part in parts) or not parts[-1]:
         return None
     return sum(parts[:-1]) / parts[-1]
