@@ -20,17 +20,17 @@ accumulators ``accumulators/{anomaly.npz,semantic.json}``, which
 :meth:`dense_ood_ros.metrics.AnomalyMetrics.load` and :meth:`SemanticMetrics.load` read back
 for re-aggregation (e.g. in the other metric mode) or merging.
 
-The evaluation loop, :func:`evaluate_frames`, imports no ROS; bag replay can reuse it and
-:func:`update_metrics`.
+The evaluation loop, :func:`evaluate_frames`, imports no ROS; it accumulates through
+:func:`dense_ood_ros.evaluation.update_metrics`, as bag replay does.
 """
 
 import json
 import math
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import matplotlib
@@ -43,9 +43,10 @@ from dense_ood_ros.cli import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, add_bac
                                add_metric_mode, add_model, add_no_progress, add_out, add_scores,
                                backend_options, command_parser, label_folders, refuse)
 from dense_ood_ros.detector import Detector, DetectorOutput
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation, make_evaluation, update_metrics
 from dense_ood_ros.io import (atomic_write, check_writable_folder, find_labels, list_images,
                               read_label, read_rgb, write_rgb)
-from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics, anomaly_target
+from dense_ood_ros.metrics import AnomalyMetrics, anomaly_target
 from dense_ood_ros.visualization import heat_map
 
 matplotlib.use("Agg")
@@ -65,34 +66,6 @@ class FramePaths:
     semantic_label: Optional[Path] = None
 
 
-@dataclass
-class AnomalyLabelSpec:
-    """Meaning of anomaly label values: listed anomalies, listed ignored, anything else inlier."""
-
-    anomaly_values: Tuple[int, ...] = (1,)
-    ignore_values: Tuple[int, ...] = (255,)
-
-
-@dataclass
-class Evaluation:
-    """Accumulators of one run plus the frames evaluated and the problems met, by file name."""
-
-    anomaly: Optional[AnomalyMetrics]
-    semantic: Optional[SemanticMetrics]
-    frames: int = 0
-    pixels: int = 0
-    problems: List[str] = field(default_factory=list)
-    stopped: Optional[str] = None  # why the run ended before the last frame
-
-
-def make_evaluation(kinds: Iterable[str], score_names: Sequence[str],
-                    class_names: Sequence[str], semantic_ignore: int) -> Evaluation:
-    """Return the accumulators of the label kinds evaluated ("anomaly", "semantic")."""
-    return Evaluation(
-        anomaly=AnomalyMetrics(score_names) if "anomaly" in kinds else None,
-        semantic=SemanticMetrics(class_names, semantic_ignore) if "semantic" in kinds else None)
-
-
 def find_frames(images: Path, anomaly_labels: Optional[Path] = None,
                 semantic_labels: Optional[Path] = None) -> Tuple[List[FramePaths], List[str]]:
     """Pair every image in ``images`` with label files of the same stem.
@@ -104,29 +77,6 @@ def find_frames(images: Path, anomaly_labels: Optional[Path] = None,
     frames = [FramePaths(image.stem, image, labels.get("anomaly"), labels.get("semantic"))
               for image, labels in paired]
     return frames, problems
-
-
-def update_metrics(evaluation: Evaluation, output: DetectorOutput, label_spec: AnomalyLabelSpec,
-                   anomaly_label: Optional[np.ndarray] = None,
-                   semantic_label: Optional[np.ndarray] = None) -> None:
-    """Add one frame's detector output and labels to the accumulators.
-
-    The labels are at the output's resolution.
-    """
-    for kind, label in (("anomaly", anomaly_label), ("semantic", semantic_label)):
-        if label is not None and label.shape != output.labels.shape:
-            raise ValueError(f"{kind} label size {label.shape[1]}x{label.shape[0]} != image size "
-                             f"{output.labels.shape[1]}x{output.labels.shape[0]}")
-    # Each update checks its input before counting; the semantic one (label values) goes first
-    # as it is the likelier to reject a frame.
-    if evaluation.semantic is not None and semantic_label is not None:
-        evaluation.semantic.update(output.labels, semantic_label)
-    if evaluation.anomaly is not None and anomaly_label is not None:
-        anomaly, valid = anomaly_target(anomaly_label, label_spec.anomaly_values,
-                                        label_spec.ignore_values)
-        evaluation.anomaly.update(output.scores, anomaly, valid)
-    evaluation.frames += 1
-    evaluation.pixels += output.labels.size
 
 
 def evaluate_frames(detector: Detector, frames: Sequence[FramePaths], label_spec: AnomalyLabelSpec,

@@ -10,8 +10,9 @@ import pytest
 from conftest import CAMVID_DIR
 from dense_ood_ros.checkpoint import save_checkpoint
 from dense_ood_ros.detector import DetectorOutput
-from dense_ood_ros.evaluate import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, AnomalyLabelSpec,
-                                    Evaluation, evaluate_frames, find_frames, main)
+from dense_ood_ros.evaluate import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, evaluate_frames,
+                                    find_frames, main)
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation
 from dense_ood_ros.io import read_label
 from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics

@@ -44,7 +44,8 @@ from dense_ood_ros.backends.calibration import (CalibrationBatches, make_calibra
                                                 write_calibration_table)
 from dense_ood_ros.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_model,
                                       read_checkpoint, save_checkpoint)
-from dense_ood_ros.evaluate import EXIT_BAD_INPUT, Evaluation, write_results
+from dense_ood_ros.evaluate import EXIT_BAD_INPUT, write_results
+from dense_ood_ros.evaluation import Evaluation
 from dense_ood_ros.io import atomic_write, check_writable_folder, write_rgb
 from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics

@@ -546,7 +546,7 @@ def replay_frame():
     from sensor_msgs.msg import CompressedImage, Image
 
     from dense_ood_ros.detector import Detector
-    from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation
+    from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation
     from dense_ood_ros.replay.results import ReplayResults
     from dense_ood_ros.ros.pipeline import FramePipeline
     from dense_ood_ros.ros.replay.messages import output_topics

@@ -48,7 +48,8 @@ from dense_ood_ros import cache
 from dense_ood_ros.backends import tensorrt_backend
 from dense_ood_ros.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
 from dense_ood_ros.detector import DetectorOutput
-from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation, evaluate_frames, find_frames
+from dense_ood_ros.evaluate import evaluate_frames, find_frames
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation
 from dense_ood_ros.io import read_label
 from dense_ood_ros.label_set import description_label_set
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics

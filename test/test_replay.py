@@ -23,7 +23,7 @@ from dense_ood_ros.replay.bag_reader import IMAGE_TYPE, BagReader, header_stamp_
 from dense_ood_ros.replay.bag_writer import BagWriter, image_message, typestore  # noqa: E402
 from dense_ood_ros.replay.make_bag import main as make_bag  # noqa: E402
 from dense_ood_ros.detector import Detector, DetectorOutput  # noqa: E402
-from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation  # noqa: E402
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation  # noqa: E402
 from dense_ood_ros.evaluate import main as evaluate  # noqa: E402
 from dense_ood_ros.metrics import AnomalyMetrics  # noqa: E402
 from dense_ood_ros.replay.ground_truth import FolderLabels, TopicLabels  # noqa: E402

@@ -29,8 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dense_ood_ros.cli import add_backend, backend_options, command_parser
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.evaluate import (AnomalyLabelSpec, Evaluation, build_report, evaluate_frames,
-                                    find_frames, run_info, write_results)
+from dense_ood_ros.evaluate import (build_report, evaluate_frames, find_frames, run_info,
+                                    write_results)
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation
 from dense_ood_ros.io import atomic_write, file_sha256
 from dense_ood_ros.metrics import AnomalyMetrics, SemanticMetrics
 

@@ -8,20 +8,22 @@ definitions of ``rosbags``' type store, so nothing here needs a ROS install.
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Iterable, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
-from dense_ood_ros.replay.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE
+from dense_ood_ros.replay.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE, Topic
 
 #: Storage formats written (both are read).
 STORAGES = ("mcap", "sqlite3")
 _STORAGE_PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 #: rosbag2 metadata version written (Jazzy and later).
 BAG_VERSION = 9
+#: The bag a replay writes into its output folder.
+RESULT_BAG = "result_bag"
 
 
 @lru_cache(maxsize=1)
@@ -128,3 +130,21 @@ def remove_bag(path: Path) -> None:
             return
     raise FileExistsError(f"{path} exists and is not a bag (a folder of metadata.yaml and "
                           ".mcap/.db3 files); not overwriting it")
+
+
+def open_result_bag(out: Path, camera: Topic, outputs: Dict[str, str],
+                    copies: Sequence[Tuple[str, Iterable[Tuple[int, bytes]]]] = ()) -> BagWriter:
+    """Create ``<out>/result_bag`` (MCAP) with the camera topic and the output topics.
+
+    ``copies``: (topic, (recording time in ns, serialized Image) ...) written first, e.g.
+    the bag's label topics.
+    """
+    writer = BagWriter(out / RESULT_BAG, "mcap")
+    writer.add_topic(camera.name, camera.msgtype)
+    for topic in outputs.values():
+        writer.add_topic(topic, IMAGE_TYPE)
+    for topic, messages in copies:
+        writer.add_topic(topic, IMAGE_TYPE)
+        for log_time_ns, data in messages:
+            writer.write(topic, log_time_ns, data)
+    return writer

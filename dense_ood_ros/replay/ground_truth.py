@@ -9,7 +9,7 @@ import argparse
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +17,6 @@ from dense_ood_ros.cli import LABEL_KINDS, BadInput
 from dense_ood_ros.io import list_images, read_label
 from dense_ood_ros.replay.bag_reader import (CUSTOM_LABEL_TOPIC, IMAGE_TYPE, BagError,
                                              BagReader, header_stamp_ns)
-from dense_ood_ros.replay.bag_writer import BagWriter
 
 LABEL_MATCHES = ("index", "stamp")
 
@@ -103,25 +102,23 @@ class TopicLabels(LabelSource):
     The topic is read once at the start: its messages go to a temporary file (so memory
     does not grow with the drive) and their stamps to an index; a lookup decodes the one
     message nearest the frame's stamp, if within ``tolerance_ns``. ``decode`` deserializes a
-    message (the ROS runners pass rclpy's); ``copy_to``, a bag the messages are also written
-    to (the result bag). ``messages`` is how many were read; a bag fault while reading the
-    topic is raised as BagError.
+    message (the ROS runners pass rclpy's). ``messages`` is how many were read, and
+    :meth:`recorded` gives them back in the bag's order (the result bag copies them); a bag
+    fault while reading the topic is raised as BagError.
     """
 
     def __init__(self, bag: Path, topic: str, kind: str, tolerance_ns: int,
-                 decode: LabelDecoder, copy_to: Optional[BagWriter] = None):
+                 decode: LabelDecoder):
         self.kind, self.topic, self.bag, self.decode = kind, topic, bag, decode
         self.tolerance_ns = tolerance_ns
         self.description = f"topic {topic}"
         #: Why the topic could not be read to its end (a truncated or corrupt bag), or None.
         self.fault: Optional[str] = None
         self._store = tempfile.TemporaryFile(prefix="dense_ood_labels-")
-        entries = []  # (stamp, offset, length, index)
+        entries = []  # (stamp, offset, length, index, recording time), in the bag's order
         try:
             with BagReader(bag) as reader:
                 reader.topic(topic, (IMAGE_TYPE,), f"{kind} label")
-                if copy_to is not None:
-                    copy_to.add_topic(topic, IMAGE_TYPE)
                 try:
                     for message in reader.messages([topic]):
                         try:
@@ -129,17 +126,16 @@ class TopicLabels(LabelSource):
                         except ValueError as exc:
                             raise BagError(bag, str(exc), topic, message.index) from None
                         entries.append((stamp, self._store.tell(), len(message.data),
-                                        message.index))
+                                        message.index, message.log_time_ns))
                         self._store.write(message.data)
-                        if copy_to is not None:
-                            copy_to.write(topic, message.log_time_ns, message.data)
                 except BagError as exc:  # keep the labels before the fault
                     self.fault = str(exc)
         except BaseException:
             self._store.close()
             raise
-        entries.sort()
         self.messages = len(entries)
+        self._in_bag_order = list(entries)
+        entries.sort()
         self._stamps = np.asarray([e[0] for e in entries], dtype=np.int64)
         self._entries = entries
         self.duplicates = int(len(self._stamps) - len(np.unique(self._stamps)))
@@ -148,7 +144,7 @@ class TopicLabels(LabelSource):
         position = nearest(self._stamps, stamp_ns, self.tolerance_ns)
         if position is None:
             return None
-        _, offset, length, message_index = self._entries[position]
+        _, offset, length, message_index, _ = self._entries[position]
         self._store.seek(offset)
         try:
             label = self.decode(self._store.read(length), self.topic, message_index)
@@ -159,6 +155,12 @@ class TopicLabels(LabelSource):
             raise BagError(self.bag, f"{self.kind} label is {label.shape[1]}x{label.shape[0]}, "
                                      f"its frame {size[1]}x{size[0]}", self.topic, message_index)
         return label
+
+    def recorded(self) -> Iterator[Tuple[int, bytes]]:
+        """Yield (recording time in ns, serialized message) of every message read, in order."""
+        for _, offset, length, _, log_time_ns in self._in_bag_order:
+            self._store.seek(offset)
+            yield log_time_ns, self._store.read(length)
 
     def close(self) -> None:
         self._store.close()
@@ -186,8 +188,8 @@ def label_sources_wanted(args: argparse.Namespace, custom_data: Dict[str, str]
 
 
 def open_label_sources(args: argparse.Namespace, wanted: Dict[str, Tuple[str, object]],
-                       decode: LabelDecoder, result_bag: BagWriter) -> List[LabelSource]:
-    """Open the ground truth asked for; label topics are also copied into ``result_bag``.
+                       decode: LabelDecoder) -> List[LabelSource]:
+    """Open the ground truth asked for.
 
     BadInput names a label folder or topic that cannot be read.
     """
@@ -197,7 +199,7 @@ def open_label_sources(args: argparse.Namespace, wanted: Dict[str, Tuple[str, ob
         for kind, (how, where) in wanted.items():
             sources.append(FolderLabels(Path(where), kind, args.label_match, tolerance_ns)
                            if how == "folder" else
-                           TopicLabels(args.bag, where, kind, tolerance_ns, decode, result_bag))
+                           TopicLabels(args.bag, where, kind, tolerance_ns, decode))
     except BaseException as exc:
         for source in sources:
             source.close()
@@ -205,3 +207,10 @@ def open_label_sources(args: argparse.Namespace, wanted: Dict[str, Tuple[str, ob
             raise BadInput(exc) from None
         raise
     return sources
+
+
+def label_topic_copies(sources: Sequence[LabelSource]
+                       ) -> List[Tuple[str, Iterator[Tuple[int, bytes]]]]:
+    """Return (topic, its messages as recorded) of the label topics among ``sources``."""
+    return [(source.topic, source.recorded()) for source in sources
+            if isinstance(source, TopicLabels)]

@@ -1,4 +1,4 @@
-"""What a replay writes into its output folder: the result bag, the report, plots, overlays.
+"""What a replay writes into its output folder besides the result bag: report, plots, overlays.
 
 The report is ``dense-ood-evaluate``'s (:func:`~dense_ood_ros.evaluate.write_results`: the
 same metrics.json keys, metrics tables and accumulators) with what a drive adds: the frames'
@@ -20,15 +20,14 @@ import numpy as np
 from dense_ood_ros.cli import EXIT_INCOMPLETE, EXIT_OK, refuse
 from dense_ood_ros.evaluate import complete_line, metric_sections, overlay, write_results
 from dense_ood_ros.io import atomic_write, check_writable_folder, write_rgb
-from dense_ood_ros.replay.bag_reader import IMAGE_TYPE, Topic, stamp_text
-from dense_ood_ros.replay.bag_writer import BagWriter, remove_bag
+from dense_ood_ros.replay.bag_reader import stamp_text
+from dense_ood_ros.replay.bag_writer import RESULT_BAG, remove_bag
 from dense_ood_ros.replay.results import OK, SCORE_PERCENTILE, FrameRecord, ReplayResults
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 PROG = "dense-ood-replay"
-RESULT_BAG = "result_bag"
 #: The log and the params file of a node that live replay starts.
 NODE_LOG, NODE_PARAMS = "node.log", "node_params.yaml"
 #: Everything a replay writes into its output folder (``--overwrite`` removes these only).
@@ -69,15 +68,6 @@ def prepare_out_dir(out: Path, overwrite: bool, bag: Path) -> None:
         else:
             path.unlink()
     check_writable_folder(out, "--out")
-
-
-def open_result_bag(out: Path, camera: Topic, outputs: Dict[str, str]) -> BagWriter:
-    """Create ``<out>/result_bag`` (MCAP) with the camera topic and the output topics."""
-    writer = BagWriter(out / RESULT_BAG, "mcap")
-    writer.add_topic(camera.name, camera.msgtype)
-    for topic in outputs.values():
-        writer.add_topic(topic, IMAGE_TYPE)
-    return writer
 
 
 def report_and_exit(args, results: ReplayResults, report: Dict) -> int:

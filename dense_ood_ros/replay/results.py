@@ -1,7 +1,7 @@
 """What a replay finds, frame by frame: outcomes, latency, labels matched, metrics.
 
 Both replay modes feed one :class:`ReplayResults`, which accumulates metrics through
-``dense-ood-evaluate``'s own :func:`~dense_ood_ros.evaluate.update_metrics`, so the numbers
+``dense-ood-evaluate``'s own :func:`~dense_ood_ros.evaluation.update_metrics`, so the numbers
 mean exactly what the evaluator's mean, and adds what a drive needs: per-frame latency,
 frames that failed or were never answered, unmatched labels and the frames with the highest
 anomaly score (:mod:`dense_ood_ros.replay.report` writes them).
@@ -11,12 +11,13 @@ import argparse
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dense_ood_ros.detector import DetectorOutput
-from dense_ood_ros.evaluate import AnomalyLabelSpec, Evaluation, build_report, update_metrics
+from dense_ood_ros.evaluate import build_report
+from dense_ood_ros.evaluation import AnomalyLabelSpec, Evaluation, make_evaluation, update_metrics
 from dense_ood_ros.metrics import anomaly_target
 from dense_ood_ros.replay.bag_reader import stamp_text
 from dense_ood_ros.replay.ground_truth import LabelSource
@@ -74,7 +75,7 @@ class ReplayResults:
     """Per-frame accumulation of a replay -> metrics.json, metrics.md, plots, frames.csv.
 
     ``evaluation``'s accumulators get the frames that have ground truth, through
-    :func:`~dense_ood_ros.evaluate.update_metrics`; every frame gets a :class:`FrameRecord`.
+    :func:`~dense_ood_ros.evaluation.update_metrics`; every frame gets a :class:`FrameRecord`.
     What was wrong with the bag beyond single frames (its ``bag_notes``, the label sources'
     faults and duplicate stamps) is recorded as problems first.
     """
@@ -99,6 +100,20 @@ class ReplayResults:
             if getattr(source, "duplicates", 0):
                 self.problem(f"{source.kind} label topic has {source.duplicates} duplicate "
                              "stamps (the first of each is used)")
+
+    @classmethod
+    def evaluated_as(cls, kinds: Iterable[str], score_names: Sequence[str],
+                     class_names: Sequence[str], semantic_ignore: Optional[int],
+                     label_spec: AnomalyLabelSpec, sources: Sequence[LabelSource],
+                     num_overlays: int = 4, bag_notes: Sequence[str] = (),
+                     problems: Sequence[str] = ()) -> "ReplayResults":
+        """Return results whose metrics are ``dense-ood-evaluate``'s for these kinds and scores.
+
+        ``problems``: found before the first frame (they come first in the report).
+        """
+        evaluation = make_evaluation(kinds, score_names, class_names, semantic_ignore)
+        evaluation.problems += problems
+        return cls(evaluation, label_spec, sources, num_overlays, bag_notes)
 
     def problem(self, text: str) -> None:
         """Record a problem line (shown in metrics.json and on stderr)."""

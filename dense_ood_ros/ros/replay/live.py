@@ -25,12 +25,12 @@ from sensor_msgs.msg import Image
 
 from dense_ood_ros.cli import EXIT_BAD_INPUT, BadInput
 from dense_ood_ros.detector import DetectorOutput
-from dense_ood_ros.evaluate import AnomalyLabelSpec, make_evaluation
+from dense_ood_ros.evaluation import AnomalyLabelSpec
 from dense_ood_ros.label_set import LabelSet
 from dense_ood_ros.replay.bag_reader import BagReader, Topic, header_stamp_ns
-from dense_ood_ros.replay.ground_truth import open_label_sources
-from dense_ood_ros.replay.report import (NODE_LOG, NODE_PARAMS, PROG, RESULT_BAG,
-                                         open_result_bag, report_and_exit)
+from dense_ood_ros.replay.bag_writer import RESULT_BAG, open_result_bag
+from dense_ood_ros.replay.ground_truth import label_topic_copies, open_label_sources
+from dense_ood_ros.replay.report import NODE_LOG, NODE_PARAMS, PROG, report_and_exit
 from dense_ood_ros.replay.results import DROPPED, OK, PARTIAL, ReplayResults, run_info
 from dense_ood_ros.ros import (COLOR_TOPIC, INPUT_IMAGE_TOPIC, LABELS_TOPIC, MASK_TOPIC,
                                NODE_NAME, SCORE_TOPIC, node_topic, package_path)
@@ -72,9 +72,7 @@ def run_live(args, camera: Topic, wanted, notes: List[str]) -> int:
     input_topic = args.input_topic or node_topic(INPUT_IMAGE_TOPIC, args.namespace)
     node_name = "/" + "/".join(p for p in (args.namespace.strip("/"), NODE_NAME) if p)
     log_times = {stamp: log_time for _, stamp, log_time in frames}
-    label_spec = AnomalyLabelSpec(args.anomaly_values, args.ignore_values)
-    evaluation = make_evaluation(wanted, args.scores[:1], label_set.class_names,
-                                 args.semantic_ignore)
+    sources = open_label_sources(args, wanted, decode_label)
     process, log = None, None
     context = rclpy.Context()
     # camera-sized messages over shared memory: the package's Fast DDS profile, unless one is
@@ -88,8 +86,7 @@ def run_live(args, camera: Topic, wanted, notes: List[str]) -> int:
     stopped: Optional[str] = None
     live: Dict[str, object] = {}
     try:
-        with open_result_bag(args.out, camera, outputs) as writer:
-            sources = open_label_sources(args, wanted, decode_label, writer)
+        with open_result_bag(args.out, camera, outputs, label_topic_copies(sources)) as writer:
             if args.start_node is not None:
                 log = (args.out / NODE_LOG).open("w")
                 process = start_detector(node_parameters(args, camera), params, log=log,
@@ -128,8 +125,10 @@ def run_live(args, camera: Topic, wanted, notes: List[str]) -> int:
             log.close()
         context.try_shutdown()
     wall = time.monotonic() - started
-    evaluation.problems += frame_problems
-    results = ReplayResults(evaluation, label_spec, sources, args.num_overlays, notes)
+    results = ReplayResults.evaluated_as(wanted, args.scores[:1], label_set.class_names,
+                                         args.semantic_ignore,
+                                         AnomalyLabelSpec(args.anomaly_values, args.ignore_values),
+                                         sources, args.num_overlays, notes, frame_problems)
     try:
         _evaluate_recording(args, camera, outputs, sent, arrivals, results)
     finally:

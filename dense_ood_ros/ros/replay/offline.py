@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from dense_ood_ros.cli import BadInput, backend_options
 from dense_ood_ros.detector import Detector
-from dense_ood_ros.evaluate import AnomalyLabelSpec, make_evaluation
+from dense_ood_ros.evaluation import AnomalyLabelSpec
 from dense_ood_ros.replay.bag_reader import BagError, BagMessage, BagReader, Topic, header_stamp_ns
-from dense_ood_ros.replay.bag_writer import BagWriter
-from dense_ood_ros.replay.ground_truth import open_label_sources
-from dense_ood_ros.replay.report import RESULT_BAG, open_result_bag, report_and_exit
+from dense_ood_ros.replay.bag_writer import RESULT_BAG, BagWriter, open_result_bag
+from dense_ood_ros.replay.ground_truth import label_topic_copies, open_label_sources
+from dense_ood_ros.replay.report import report_and_exit
 from dense_ood_ros.replay.results import ReplayResults, run_info
 from dense_ood_ros.ros.conversions import BadImage
 from dense_ood_ros.ros.pipeline import FramePipeline, PipelineOptions
@@ -47,14 +47,17 @@ def run_offline(args, camera: Topic, wanted: Dict[str, Tuple[str, object]],
         bag = BagReader(args.bag)
     except BagError as exc:  # gone or damaged since the checks: nothing was run yet
         raise BadInput(str(exc)) from None
-    with open_result_bag(args.out, camera, outputs) as writer, bag:
-        sources = open_label_sources(args, wanted, decode_label, writer)
-        evaluation = make_evaluation(wanted, args.scores, detector.class_names,
-                                     args.semantic_ignore)
-        results = ReplayResults(evaluation, label_spec, sources, args.num_overlays, notes)
+    with bag:
+        frames = bag.messages([camera.name])
+        sources = open_label_sources(args, wanted, decode_label)
         try:
-            stopped = _replay_frames(args, bag.messages([camera.name]), camera, pipeline,
-                                     outputs, writer, results)
+            with open_result_bag(args.out, camera, outputs,
+                                 label_topic_copies(sources)) as writer:
+                results = ReplayResults.evaluated_as(wanted, args.scores, detector.class_names,
+                                                     args.semantic_ignore, label_spec, sources,
+                                                     args.num_overlays, notes)
+                stopped = _replay_frames(args, frames, camera, pipeline, outputs, writer,
+                                         results)
         finally:
             for source in sources:
                 source.close()
