@@ -11,7 +11,8 @@ from rclpy.serialization import deserialize_message, serialize_message  # noqa: 
 from sensor_msgs.msg import Image  # noqa: E402
 
 from dense_ood_ros.ros.conversions import numpy_to_image  # noqa: E402
-from dense_ood_ros.ros.stream_benchmark import main, patch_stamp, stamp_of  # noqa: E402
+from dense_ood_ros.ros.stream_benchmark import (main, markdown, median_bare,  # noqa: E402
+                                                patch_stamp, round_summary, stamp_of)
 
 pytestmark = pytest.mark.ros
 
@@ -44,3 +45,29 @@ def test_a_short_stream_is_answered_and_accounted_for(tmp_path, capsys):
     assert all(value is not None and value >= 0 for value in stages.values())
     assert stages["inference"] > stages["deserialize"]
     assert report["consumer"] and run["consumer_answered"] == run["answered"]
+
+
+def test_rounds_are_summarised_by_their_median_and_lowest_ratio():
+    """--rounds: each run against its own round's bare figure; median and lowest ratio."""
+    bare_rounds = [{"360x480": {"fps": fps, "latency_ms": {"p50": 60.0, "p95": p95}}}
+                   for fps, p95 in ((16.0, 70.0), (20.0, 80.0), (18.0, 90.0))]
+    runs = [{"size": "360x480", "rate_hz": 30.0, "round": index, "output_fps": fps,
+             "bare_fps": bare["360x480"]["fps"]}
+            for index, (fps, bare) in enumerate(zip((15.2, 17.0, None), bare_rounds))]
+    (row,) = round_summary(runs)
+    assert row["rounds"] == 3 and row["output_fps_median"] == pytest.approx(15.2)
+    assert (row["output_fps_min"], row["output_fps_max"]) == (0.0, 17.0)  # a run answered none
+    assert row["ratio_median"] == pytest.approx(0.85) and row["ratio_min"] == 0.0
+    bare = median_bare(bare_rounds)["360x480"]
+    assert bare["fps"] == 18.0 and bare["latency_ms"]["p95"] == 80.0
+    assert [r["fps"] for r in bare["rounds"]] == [16.0, 20.0, 18.0]
+    for run in runs:
+        run.update(sent=300, answered=150, partial=0, node_cpu_cores=1.3,
+                   latency_ms={"labels": {"p50": 80.0, "p95": 100.0}}, node_counts={},
+                   stage_p50_ms={})
+    text = markdown({"backend": "b", "model": "m", "frames": 300, "rounds": 3, "consumer": False,
+                     "machine": {"cpus": 2, "cpu_flags": ["avx2"]},
+                     "bare": median_bare(bare_rounds), "runs": runs,
+                     "summary": round_summary(runs)})
+    assert "| 360x480 | 30 Hz | 2 | 300 | 150 | 0 | 17.0 | 20.0 |" in text  # round 2's own bare
+    assert "| 360x480 | 30 Hz | 15.2 (0.0–17.0) | 0.85× | 0.00× |" in text

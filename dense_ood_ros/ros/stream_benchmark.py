@@ -14,6 +14,11 @@ process, with the node idle ("bare", the end-to-end figure of ``dense-ood-benchm
 ``--consumer`` adds what a vehicle stack has beside the camera: a consumer in a process of its
 own, subscribed (reliable) to every image output, deserializing each message; per run it
 reports the frames whose every output reached it.
+
+``--rounds N`` repeats every run N times, the bare figures measured again before each round
+(the node idle), and adds a summary: per camera size and rate, the median output FPS over the
+rounds, and the median and the lowest of the rounds' output / bare ratios. Two shared cores
+make one 10-second run vary by ~10 %; the ratio within a round compares like with like.
 """
 
 import multiprocessing
@@ -232,43 +237,83 @@ def bare_detector_figures(detector, frame: np.ndarray, frames: int) -> Dict:
     return {"fps": len(times) / sum(times), "latency_ms": latency}
 
 
+def median_bare(rounds: List[Dict[str, Dict]]) -> Dict[str, Dict]:
+    """Per camera size: the median over the rounds of the bare figures, and every round's."""
+    return {size: {"fps": float(np.median([r[size]["fps"] for r in rounds])),
+                   "latency_ms": {q: float(np.median([r[size]["latency_ms"][q] for r in rounds]))
+                                  for q in ("p50", "p95")},
+                   "rounds": [r[size] for r in rounds]}
+            for size in rounds[0]}
+
+
+def round_summary(runs: List[Dict]) -> List[Dict]:
+    """Per camera size and rate: output FPS and output / bare ratio over the rounds."""
+    summary = []
+    for key in dict.fromkeys((run["size"], run["rate_hz"]) for run in runs):
+        fps = [run["output_fps"] or 0.0 for run in runs if (run["size"], run["rate_hz"]) == key]
+        ratios = [(run["output_fps"] or 0.0) / run["bare_fps"] for run in runs
+                  if (run["size"], run["rate_hz"]) == key]
+        summary.append({"size": key[0], "rate_hz": key[1], "rounds": len(fps),
+                        "output_fps_median": float(np.median(fps)), "output_fps_min": min(fps),
+                        "output_fps_max": max(fps), "ratio_median": float(np.median(ratios)),
+                        "ratio_min": min(ratios)})
+    return summary
+
+
 def markdown(report: Dict) -> str:
     flags = " ".join(report["machine"].get("cpu_flags") or []) or "none of interest"
+    rounds = report.get("rounds", 1)
     lines = [f"Backend {report['backend']}, model {report['model']}, {report['frames']} frames a "
              "run; latency = camera publish -> the output's arrival (the labels topic). "
-             f"{report['machine']['cpus']} CPUs, flags: {flags}.", "",
-             "| camera | rate | sent | answered | partial | output FPS | bare FPS | "
+             f"{report['machine']['cpus']} CPUs, flags: {flags}."
+             + (f" {rounds} rounds; bare FPS: the run's round's." if rounds > 1 else ""), "",
+             "| camera | rate |" + (" round |" if rounds > 1 else "")
+             + " sent | answered | partial | output FPS | bare FPS | "
              "latency p50 / p95 | bare p50 / p95 | node CPU (cores) | received / dropped stale"
              " / processed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|" + ("---:|" if rounds > 1 else "")
+             + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in report["runs"]:
-        bare = report["bare"][run["size"]]
+        bare = report["bare"][run["size"]]["rounds"][run["round"]]
         labels = run["latency_ms"]["labels"]
 
         def ms(value):
             return "–" if value is None else f"{value:.0f}"
         node = run["node_counts"]
         lines.append(
-            f"| {run['size']} | {run['rate_hz']:g} Hz | {run['sent']} | {run['answered']} | "
+            f"| {run['size']} | {run['rate_hz']:g} Hz |"
+            + (f" {run['round'] + 1} |" if rounds > 1 else "")
+            + f" {run['sent']} | {run['answered']} | "
             f"{run['partial']} | {run['output_fps'] or 0:.1f} | {bare['fps']:.1f} | "
             f"{ms(labels['p50'])} / {ms(labels['p95'])} ms | {ms(bare['latency_ms']['p50'])} / "
             f"{ms(bare['latency_ms']['p95'])} ms | {run['node_cpu_cores']:.2f} | "
             f"{node.get('received', '?')} / {node.get('dropped_stale', '?')} / "
             f"{node.get('processed', '?')} |")
+    if rounds > 1:
+        lines += ["", f"Over the {rounds} rounds (output / bare: within each round):", "",
+                  "| camera | rate | output FPS median (min–max) | output / bare median | "
+                  "lowest output / bare |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {row['size']} | {row['rate_hz']:g} Hz | {row['output_fps_median']:.1f} "
+                  f"({row['output_fps_min']:.1f}–{row['output_fps_max']:.1f}) | "
+                  f"{row['ratio_median']:.2f}× | {row['ratio_min']:.2f}× |"
+                  for row in report["summary"]]
     consumer = bool(report.get("consumer"))
     lines += ["", "Where the node's time went per frame (medians of its last 100 frames, ms; "
               "own work = deserialize + pipeline other + publish)"
               + (", and the frames whose every output reached the consumer process "
                  "(reliable, deserializing)" if consumer else "") + ":", "",
-              "| camera | rate | wait | deserialize | inference | pipeline other | publish | "
+              "| camera | rate |" + (" round |" if rounds > 1 else "")
+              + " wait | deserialize | inference | pipeline other | publish | "
               "own work / inference |" + (" consumer answered |" if consumer else ""),
-              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if consumer else "")]
+              "|---|---:|" + ("---:|" if rounds > 1 else "") + "---:|---:|---:|---:|---:|---:|"
+              + ("---:|" if consumer else "")]
     for run in report["runs"]:
         stages = run["stage_p50_ms"]
         cells = ["–" if stages.get(stage) is None else f"{stages[stage]:.2f}"
                  for stage in STAGES]
         own = own_work_share(stages)
-        lines.append(f"| {run['size']} | {run['rate_hz']:g} Hz | " + " | ".join(cells)
+        lines.append(f"| {run['size']} | {run['rate_hz']:g} Hz |"
+                     + (f" {run['round'] + 1} |" if rounds > 1 else "") + " " + " | ".join(cells)
                      + f" | {'–' if own is None else f'{own:.1%}'} |"
                      + (f" {run['consumer_answered']} |" if consumer else ""))
     return "\n".join(lines) + "\n"
@@ -309,6 +354,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--rates", type=parse_ints, default=(15, 30),
                         help="camera rates in Hz, comma-separated (default 15,30)")
     parser.add_argument("--frames", type=int, default=300, help="frames per run (default 300)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every run this many times, the bare figures measured "
+                             "before each round; adds the median over the rounds (default 1)")
     parser.add_argument("--frame", type=Path, default=DEFAULT_FRAME,
                         help="the camera image, resized to each size (default: a demo frame)")
     parser.add_argument("--consumer", action="store_true",
@@ -316,7 +364,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                              "every image output, as a vehicle stack has")
     parser.add_argument("--out", type=Path, help="write PATH.json and PATH.md (e.g. "
                                                  "docs/stream_benchmark)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds: at least 1; got {args.rounds}")
+    return args
 
 
 @contextmanager
@@ -379,6 +430,42 @@ def warm_up(recorder: StreamRecorder, serialized: bytearray, first_stamp: int,
             raise RuntimeError(f"the node answered none of the warm-up frames in {timeout_s:g} s")
 
 
+def _run_round(args, round_index: int, detector, frames: Dict[Tuple[int, int], np.ndarray],
+               process, recorder: StreamRecorder, stamp: int, runs: List[Dict]
+               ) -> Dict[str, Dict]:
+    """Measure the bare detector, then stream every size and rate once; append the runs.
+
+    Returns the round's bare figures by camera size.
+    """
+    label = f" (round {round_index + 1}/{args.rounds})" if args.rounds > 1 else ""
+    print(f"bare detector{label} ...", file=sys.stderr, flush=True)
+    bare = {f"{h}x{w}": bare_detector_figures(detector, frame, 50)
+            for (h, w), frame in frames.items()}
+    for (height, width), frame in frames.items():
+        serialized = serialized_frame(frame)
+        if round_index == 0:
+            stamp = warm_up(recorder, serialized, stamp) + 10
+        for rate in args.rates:
+            print(f"{height}x{width} at {rate} Hz{label} ...", file=sys.stderr, flush=True)
+            cpu_before = _cpu_seconds(process.pid)
+            wall_before = time.perf_counter()
+            counts_before = dict(recorder.diagnostics)
+            run = stream(recorder, serialized, float(rate), args.frames, stamp)
+            cpu = (_cpu_seconds(process.pid) - cpu_before) / (time.perf_counter()
+                                                              - wall_before)
+            recorder.spin_until(time.perf_counter() + 1.5)  # one diagnostics period
+            counts = {key[len("frames_"):]: int(value) - int(counts_before.get(key, 0))
+                      for key, value in recorder.diagnostics.items()
+                      if key.startswith("frames_") and value.isdigit()
+                      and key != "frames_pending"}
+            run.update(size=f"{height}x{width}", node_cpu_cores=cpu, node_counts=counts,
+                       stage_p50_ms=stage_medians(recorder.diagnostics), first_stamp=stamp,
+                       round=round_index, bare_fps=bare[f"{height}x{width}"]["fps"])
+            runs.append(run)
+            stamp += args.frames + 10
+    return bare
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from dense_ood_ros.detector import Detector
@@ -388,47 +475,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     source = read_rgb(args.frame)
     frames = {size: cv2.resize(source, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
               for size in args.sizes}
-    print(f"bare detector ({args.backend}) ...", file=sys.stderr, flush=True)
+    print(f"loading the detector ({args.backend}) ...", file=sys.stderr, flush=True)
     threads = args.threads or 0  # the node's 'threads' parameter; 0: one per core
     detector = Detector.from_model(model, args.backend,
                                    **({"threads": threads} if threads else {}))
-    bare = {f"{h}x{w}": bare_detector_figures(detector, frame, 50)
-            for (h, w), frame in frames.items()}
     backend = detector.backend.describe()
-    del detector
     runs: List[Dict] = []
+    bare_rounds: List[Dict[str, Dict]] = []
     with node_under_test(model, args.backend, threads=threads) as (process, recorder):
         consumer = Consumer(list(recorder.arrivals)) if args.consumer else None
         stamp = 1_000
-        for (height, width), frame in frames.items():
-            serialized = serialized_frame(frame)
-            stamp = warm_up(recorder, serialized, stamp) + 10
-            for rate in args.rates:
-                print(f"{height}x{width} at {rate} Hz ...", file=sys.stderr, flush=True)
-                cpu_before = _cpu_seconds(process.pid)
-                wall_before = time.perf_counter()
-                counts_before = dict(recorder.diagnostics)
-                run = stream(recorder, serialized, float(rate), args.frames, stamp)
-                cpu = (_cpu_seconds(process.pid) - cpu_before) / (time.perf_counter()
-                                                                  - wall_before)
-                recorder.spin_until(time.perf_counter() + 1.5)  # one diagnostics period
-                counts = {key[len("frames_"):]: int(value) - int(counts_before.get(key, 0))
-                          for key, value in recorder.diagnostics.items()
-                          if key.startswith("frames_") and value.isdigit()
-                          and key != "frames_pending"}
-                run.update(size=f"{height}x{width}", node_cpu_cores=cpu, node_counts=counts,
-                           stage_p50_ms=stage_medians(recorder.diagnostics), first_stamp=stamp)
-                runs.append(run)
-                stamp += args.frames + 10
+        for round_index in range(args.rounds):
+            bare_rounds.append(_run_round(args, round_index, detector, frames, process,
+                                          recorder, stamp, runs))
+            stamp = runs[-1]["first_stamp"] + args.frames + 10
         if consumer is not None:
             stamps = consumer.stamps()
             for run in runs:
                 run["consumer_answered"] = consumer_answered(stamps, run["first_stamp"],
                                                              run["sent"])
     report = {"backend": backend, "model": str(model), "frames": args.frames,
-              "consumer": args.consumer, "threads": threads,
-              "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags()}, "bare": bare,
-              "runs": runs}
+              "consumer": args.consumer, "threads": threads, "rounds": args.rounds,
+              "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags()},
+              "bare": median_bare(bare_rounds), "runs": runs, "summary": round_summary(runs)}
     show_report(args.out, report, markdown(report))
     return 0
 
