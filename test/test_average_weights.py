@@ -46,3 +46,28 @@ def test_other_architectures_and_bad_weights_are_refused(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "summing to 1" in result.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_toward_imagenet_moves_the_encoder_only(tmp_path):
+    """WiSE-FT: the encoder a fraction of the way back to its ImageNet weights, decoder kept."""
+    a = _model_file(tmp_path / "a.pt", 0)
+    out = tmp_path / "wise.pt"
+    command = [sys.executable, "-m", "training.average_weights", "--models", str(a)]
+    result = subprocess.run(command + ["--toward-imagenet", "0.25", "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    before, after = read_checkpoint(a)["state_dict"], read_checkpoint(out)["state_dict"]
+    imagenet = build_model("efficientnet_lite0_swiftnet", 11, pretrained=True).state_dict()
+    moved = 0
+    for name, tensor in after.items():
+        if name.startswith("encoder.") and tensor.is_floating_point():
+            assert torch.allclose(tensor, 0.75 * before[name] + 0.25 * imagenet[name],
+                                  atol=1e-6), name
+            moved += not torch.allclose(tensor, before[name])
+        else:
+            assert torch.equal(tensor, before[name]), name
+    assert moved > 100  # the encoder's convolutions and BatchNorms
+    assert read_checkpoint(out)["meta"]["toward_imagenet"] == 0.25
+    result = subprocess.run(command + ["--toward-imagenet", "1", "--out", str(tmp_path / "x.pt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--toward-imagenet" in result.stderr
