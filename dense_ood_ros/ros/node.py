@@ -115,7 +115,8 @@ PARAMETERS = {
                    "model file: checkpoint .pt, exported .onnx, "
                    "or TensorRT .engine (backend tensorrt)"),
     "backend": ("auto", f"inference backend, one of {list(BACKEND_NAMES)}; auto: TensorRT on "
-                        "an NVIDIA GPU, else ONNX Runtime"),
+                        "an NVIDIA GPU, else OpenVINO int8 on an x86 CPU with INT8 dot "
+                        "products (VNNI, AMX), else ONNX Runtime; the log says which and why"),
     "score": ("jsd", f"anomaly score published, one of {sorted(SCORES)}"),
     "input_size": ([], f"[height, width] the model runs at, each at least {MIN_SIDE}; "
                        "[] = the checkpoint's own"),
