@@ -22,11 +22,14 @@ from dense_ood_ros.quantization import (cached_int8_onnx, onnx_metadata,  # noqa
                                         tensorrt_quantized_nodes)
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-#: Least share of pixels whose label equals the FP32 graph's, per frame (measured on the shipped
-#: model: FP16 99.87-99.92 %, Q/DQ 98.5 % on average).
-MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97}
-#: Largest mean |jsd difference| from the FP32 graph per frame (jsd is in [0, 1]).
-MAX_MEAN_SCORE_DIFF = {"fp16": 0.01, "int8": 0.03}
+#: Least share of pixels whose label equals the FP32 graph's, per frame (measured: FP16
+#: 99.87-99.92 % on the Lite0 default before; Q/DQ 98.5 % on average there, and on the Lite2
+#: default 96.3 % at the least of these 4 frames with this test's 16-frame calibration, 97.0 %
+#: with the default 128 frames; a Q/DQ graph run by kernels that saturate falls to ~70 %).
+MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.955}
+#: Largest mean |jsd difference| from the FP32 graph per frame (jsd is in [0, 1]; Q/DQ on the
+#: Lite2 default: 0.035 at the most with the 16-frame calibration).
+MAX_MEAN_SCORE_DIFF = {"fp16": 0.01, "int8": 0.045}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,8 @@ def _types(path):
 def test_fp16_graph_runs_the_network_in_fp16_and_keeps_inputs_outputs_and_score_in_fp32(graphs):
     graph, types = _types(graphs["fp16"])
     convs = [node for node in graph.node if node.op_type == "Conv"]
-    assert len(convs) == 61
+    fp32_graph, _ = _types(graphs["fp32"])
+    assert len(convs) == sum(node.op_type == "Conv" for node in fp32_graph.node) > 50
     for node in convs:  # activations in, weights, output
         assert {types[node.input[0]], types[node.input[1]], types[node.output[0]]} == {FLOAT16}
     assert [(i.name, i.type.tensor_type.elem_type) for i in graph.input] == \
