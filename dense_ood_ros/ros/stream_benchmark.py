@@ -250,9 +250,9 @@ def round_summary(runs: List[Dict]) -> List[Dict]:
     """Per camera size and rate: output FPS and output / bare ratio over the rounds."""
     summary = []
     for key in dict.fromkeys((run["size"], run["rate_hz"]) for run in runs):
-        fps = [run["output_fps"] or 0.0 for run in runs if (run["size"], run["rate_hz"]) == key]
-        ratios = [(run["output_fps"] or 0.0) / run["bare_fps"] for run in runs
-                  if (run["size"], run["rate_hz"]) == key]
+        same = [run for run in runs if (run["size"], run["rate_hz"]) == key]
+        fps = [run["output_fps"] or 0.0 for run in same]
+        ratios = [value / run["bare_fps"] for value, run in zip(fps, same)]
         summary.append({"size": key[0], "rate_hz": key[1], "rounds": len(fps),
                         "output_fps_median": float(np.median(fps)), "output_fps_min": min(fps),
                         "output_fps_max": max(fps), "ratio_median": float(np.median(ratios)),
@@ -263,16 +263,21 @@ def round_summary(runs: List[Dict]) -> List[Dict]:
 def markdown(report: Dict) -> str:
     flags = " ".join(report["machine"].get("cpu_flags") or []) or "none of interest"
     rounds = report.get("rounds", 1)
+    # the round column only when there are several
+    round_head, round_rule = (" round |", "---:|") if rounds > 1 else ("", "")
+
+    def run_cells(run) -> str:
+        return (f"| {run['size']} | {run['rate_hz']:g} Hz |"
+                + (f" {run['round'] + 1} |" if rounds > 1 else ""))
     lines = [f"Backend {report['backend']}, model {report['model']}, {report['frames']} frames a "
              "run; latency = camera publish -> the output's arrival (the labels topic). "
              f"{report['machine']['cpus']} CPUs, flags: {flags}."
              + (f" {rounds} rounds; bare FPS: the run's round's." if rounds > 1 else ""), "",
-             "| camera | rate |" + (" round |" if rounds > 1 else "")
+             "| camera | rate |" + round_head
              + " sent | answered | partial | output FPS | bare FPS | "
              "latency p50 / p95 | bare p50 / p95 | node CPU (cores) | received / dropped stale"
              " / processed |",
-             "|---|---:|" + ("---:|" if rounds > 1 else "")
-             + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|" + round_rule + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in report["runs"]:
         bare = report["bare"][run["size"]]["rounds"][run["round"]]
         labels = run["latency_ms"]["labels"]
@@ -281,9 +286,7 @@ def markdown(report: Dict) -> str:
             return "–" if value is None else f"{value:.0f}"
         node = run["node_counts"]
         lines.append(
-            f"| {run['size']} | {run['rate_hz']:g} Hz |"
-            + (f" {run['round'] + 1} |" if rounds > 1 else "")
-            + f" {run['sent']} | {run['answered']} | "
+            run_cells(run) + f" {run['sent']} | {run['answered']} | "
             f"{run['partial']} | {run['output_fps'] or 0:.1f} | {bare['fps']:.1f} | "
             f"{ms(labels['p50'])} / {ms(labels['p95'])} ms | {ms(bare['latency_ms']['p50'])} / "
             f"{ms(bare['latency_ms']['p95'])} ms | {run['node_cpu_cores']:.2f} | "
@@ -302,18 +305,17 @@ def markdown(report: Dict) -> str:
               "own work = deserialize + pipeline other + publish)"
               + (", and the frames whose every output reached the consumer process "
                  "(reliable, deserializing)" if consumer else "") + ":", "",
-              "| camera | rate |" + (" round |" if rounds > 1 else "")
+              "| camera | rate |" + round_head
               + " wait | deserialize | inference | pipeline other | publish | "
               "own work / inference |" + (" consumer answered |" if consumer else ""),
-              "|---|---:|" + ("---:|" if rounds > 1 else "") + "---:|---:|---:|---:|---:|---:|"
+              "|---|---:|" + round_rule + "---:|---:|---:|---:|---:|---:|"
               + ("---:|" if consumer else "")]
     for run in report["runs"]:
         stages = run["stage_p50_ms"]
         cells = ["–" if stages.get(stage) is None else f"{stages[stage]:.2f}"
                  for stage in STAGES]
         own = own_work_share(stages)
-        lines.append(f"| {run['size']} | {run['rate_hz']:g} Hz |"
-                     + (f" {run['round'] + 1} |" if rounds > 1 else "") + " " + " | ".join(cells)
+        lines.append(run_cells(run) + " " + " | ".join(cells)
                      + f" | {'–' if own is None else f'{own:.1%}'} |"
                      + (f" {run['consumer_answered']} |" if consumer else ""))
     return "\n".join(lines) + "\n"
